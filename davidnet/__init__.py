@@ -1,0 +1,1 @@
+"""DavidNet: fast CIFAR-10 training with Keras 3 (models, LR callbacks, timing, training)."""
