@@ -1,0 +1,43 @@
+"""What the run ran on: backend, accelerator and versions, for results files."""
+
+import platform
+import sys
+
+import keras
+
+
+def describe():
+    """Returns {"backend", "platform" ("gpu"/"cpu"/...), "device", "device_count", "versions"}."""
+    backend = keras.backend.backend()
+    info = {"backend": backend, "platform": "cpu", "device": platform.processor() or platform.machine()}
+    count = 1
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        info.update(platform=devices[0].platform, device=devices[0].device_kind)
+        count = len(devices)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            info.update(platform="gpu", device=details.get("device_name", "GPU"))
+            count = len(gpus)
+    info["device_count"] = count
+    info["versions"] = {
+        "python": sys.version.split()[0],
+        "keras": keras.__version__,
+        backend: _backend_version(backend),
+    }
+    return info
+
+
+def _backend_version(backend):
+    module = __import__({"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}.get(backend, backend))
+    return getattr(module, "__version__", "unknown")
+
+
+def has_gpu():
+    return describe()["platform"] == "gpu"

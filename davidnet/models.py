@@ -1,0 +1,130 @@
+"""Functional-API models: DavidNet (ResNet-9 of the DAWNBench entry) and ResNet-44.
+
+Both take uint8 images in pixel units and start with `BatchAugmentation`, which
+normalises always and augments only in training. Both end in float32 logits,
+so they also work under the `mixed_bfloat16` policy.
+"""
+
+import keras
+from keras import layers
+
+from pipelines.augment import BatchAugmentation
+
+# DavidNet as data, in the manner of cifar10-fast: each stage is
+# (channels, max-pool after it, residual block after it). A variant is an edit here.
+DAVIDNET_STAGES = {
+    "prep": (64, False, False),
+    "layer1": (128, True, True),
+    "layer2": (256, True, False),
+    "layer3": (512, True, True),
+}
+
+# PyTorch's BatchNorm defaults, which DavidNet was tuned with (torch momentum
+# 0.1 is Keras momentum 0.9).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def scaled(channels, width):
+    """Channels after the width multiplier: at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def _inputs(augmentation):
+    inputs = keras.Input((32, 32, 3), name="images")
+    return inputs, BatchAugmentation(**(augmentation or {}), name="augment")(inputs)
+
+
+def conv_bn(x, channels, name, strides=1, relu=True):
+    """3x3 convolution without bias, batch norm, optionally ReLU."""
+    x = layers.Conv2D(
+        channels, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn"
+    )(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def davidnet(width=1.0, num_classes=10, augmentation=None, logit_scale=0.125, name="davidnet"):
+    """DavidNet / ResNet-9 exactly as in David Page's DAWNBench entry.
+
+    prep conv 64; layer1 conv 128 + max-pool + residual(2 x conv-bn-relu 128);
+    layer2 conv 256 + max-pool; layer3 conv 512 + max-pool + residual(512);
+    global max-pool; linear without bias; logits scaled by 0.125.
+    6,573,120 trainable parameters at width 1.
+
+    Args:
+        width: channel multiplier (e.g. 0.25 for quick CPU runs).
+        num_classes: outputs of the final linear layer.
+        augmentation: keyword arguments for `BatchAugmentation`
+            (crop_padding, crop_mode, flip, cutout_size, seed).
+        logit_scale: multiplier on the logits (0.125 in the original).
+
+    Example:
+    ```python
+    model = davidnet(width=0.25, augmentation={"cutout_size": 8})
+    logits = model(np.zeros((2, 32, 32, 3), "uint8"))
+    ```
+    """
+    inputs, x = _inputs(augmentation)
+    for stage, (channels, pool, residual) in DAVIDNET_STAGES.items():
+        channels = scaled(channels, width)
+        x = conv_bn(x, channels, stage)
+        if pool:
+            x = layers.MaxPooling2D(2, name=f"{stage}_pool")(x)
+        if residual:
+            branch = conv_bn(x, channels, f"{stage}_res1")
+            branch = conv_bn(branch, channels, f"{stage}_res2")
+            x = layers.Add(name=f"{stage}_add")([x, branch])
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(num_classes, use_bias=False, name="linear")(x)
+    outputs = layers.Rescaling(logit_scale, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _shortcut(x, channels, stride):
+    """He et al.'s option A: identity, subsampled and zero-padded when the
+    shape changes, so the shortcut has no parameters."""
+    if stride == 1 and x.shape[-1] == channels:
+        return x
+    x = x[:, ::stride, ::stride, :]
+    extra = channels - x.shape[-1]
+    return layers.ZeroPadding3D(((0, 0), (0, 0), (extra // 2, extra - extra // 2)))(
+        x[..., None]
+    )[..., 0]
+
+
+def resnet_cifar(depth=44, width=1.0, num_classes=10, augmentation=None, name=None):
+    """The CIFAR ResNets of He et al. 2016, section 4.2 (ResNet-20/32/44/56/110).
+
+    3 stages of n basic blocks (depth = 6n + 2) with 16/32/64 channels and
+    identity shortcuts; global average pool; dense with bias. ResNet-44 has
+    about 0.66M parameters.
+
+    Args:
+        depth: 6n + 2.
+        width: channel multiplier.
+        num_classes: outputs of the classifier.
+        augmentation: keyword arguments for `BatchAugmentation`.
+    """
+    if (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110). Got: {depth}")
+    blocks = (depth - 2) // 6
+    inputs, x = _inputs(augmentation)
+    x = conv_bn(x, scaled(16, width), "stem")
+    for stage, channels in enumerate((16, 32, 64)):
+        channels = scaled(channels, width)
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            name = f"stage{stage + 1}_block{block + 1}"
+            branch = conv_bn(x, channels, f"{name}_a", strides=stride)
+            branch = conv_bn(branch, channels, f"{name}_b", relu=False)
+            x = layers.Add(name=f"{name}_add")([_shortcut(x, channels, stride), branch])
+            x = layers.ReLU(name=f"{name}_out")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
+
+
+MODELS = {"davidnet": davidnet, "resnet44": resnet_cifar}

@@ -1,0 +1,143 @@
+"""A run's results folder: results.json, DAWNBench files and plots, all written atomically.
+
+Every file is written to a temporary file in the same folder and renamed into
+place, so a run killed mid-write leaves the previous complete file, never half
+of a new one.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_text_atomic(path, text):
+    """Writes `text` to `path` through a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def check_writable(results_dir):
+    """Creates `results_dir` and checks a file can be written there, before any
+    training starts. Raises OSError with one line saying what to do."""
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(results_dir / ".write-test", "")
+        (results_dir / ".write-test").unlink()
+    except OSError as e:
+        raise OSError(
+            f"results folder {results_dir} is not writable ({e.strerror or e}): "
+            "pass --results-dir with a folder you can write to"
+        ) from e
+    return results_dir
+
+
+def dawnbench_rows(epochs, include_compile_s=0.0):
+    """DAWNBench rows (epoch, hours, top1Accuracy in percent) for the evaluated
+    epochs. Hours are cumulative training time, evaluation excluded, as
+    cifar10-fast reported it; compilation is included, as a DAWNBench run pays it."""
+    rows = []
+    for record in epochs:
+        accuracy = record.get("val_accuracy")
+        if isinstance(accuracy, float):
+            hours = (record["train_s_total"] + include_compile_s) / 3600.0
+            rows.append({"epoch": record["epoch"], "hours": hours, "top1Accuracy": 100.0 * accuracy})
+    return rows
+
+
+def write_results(results_dir, results, plots=True):
+    """Writes results.json, dawnbench.tsv, dawnbench.json and (optionally) PNG plots.
+
+    Args:
+        results_dir: the run's folder (it must exist).
+        results: the run's dict, with at least "history" (per-epoch records
+            from `TimeToAccuracy.epochs`), "compile_s", and "lr_history"
+            ([step, lr] pairs) when plots are wanted.
+        plots: whether to draw the PNGs (skipped for per-epoch checkpoints).
+    """
+    results_dir = Path(results_dir)
+    write_json_atomic(results_dir / "results.json", results)
+    rows = dawnbench_rows(results["history"], results.get("compile_s") or 0.0)
+    tsv = "epoch\thours\ttop1Accuracy\n" + "".join(
+        f"{r['epoch']}\t{r['hours']:.8f}\t{r['top1Accuracy']:.2f}\n" for r in rows
+    )
+    write_text_atomic(results_dir / "dawnbench.tsv", tsv)
+    write_json_atomic(results_dir / "dawnbench.json", rows)
+    if plots:
+        plot_history(results["history"], results_dir / "accuracy_loss.png")
+        plot_learning_rate(results.get("lr_history", []), results_dir / "learning_rate.png")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    # savefig through a temporary name too: a half-written PNG is as bad as half a JSON.
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+
+
+def plot_history(history, path):
+    """Accuracy and loss per epoch, train and test, side by side."""
+    plt = _pyplot()
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in history]
+    for key, label in (("accuracy", "train"), ("val_accuracy", "test")):
+        points = [(e, r[key]) for e, r in zip(epochs, history) if isinstance(r.get(key), float)]
+        if points:
+            acc_ax.plot(*zip(*points), marker="o", label=label)
+    for key, label in (("loss", "train"), ("val_loss", "test")):
+        points = [(e, r[key]) for e, r in zip(epochs, history) if isinstance(r.get(key), float)]
+        if points:
+            loss_ax.plot(*zip(*points), marker="o", label=label)
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_learning_rate(lr_history, path):
+    """Learning rate per step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if lr_history:
+        steps, lrs = zip(*lr_history)
+        ax.plot(steps, lrs)
+    ax.set(xlabel="step", ylabel="learning rate", title="Learning rate")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

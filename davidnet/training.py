@@ -1,0 +1,277 @@
+"""Training a CIFAR-10 classifier from a `Config`: the shared engine of the experiments.
+
+`train(config, data, results_dir)` builds the model, the feed, the optimizer
+and the callbacks from the config, runs `model.fit`, and writes the results
+folder after every epoch (so an interrupted run keeps its history) and in full
+at the end.
+
+Weight decay: DavidNet (cifar10-fast) used PyTorch's coupled L2 decay,
+5e-4 x batch size on a summed loss with the LR divided by the batch size; on
+Keras's mean loss the batch-size factors cancel, leaving L2 decay 5e-4 added to
+the gradient before Nesterov momentum 0.9. Keras's SGD decays weights
+decoupled from the gradient (w -= lr * wd * w per step). Through momentum, a
+coupled decay of wd acts in the steady state like a decoupled one of
+wd / (1 - momentum), so SGD gets `weight_decay = config.weight_decay / (1 - momentum)`
+(5e-3 for DavidNet). Adam gets `config.weight_decay` as it is (AdamW).
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from davidnet import hardware, models, schedules
+from davidnet.results import write_results
+from davidnet.timing import TimeToAccuracy
+from pipelines.feeds import make_feed
+
+SCHEDULES = ("piecewise", "triangular", "triangular2", "exp_range", "onecycle")
+
+
+@dataclasses.dataclass
+class Config:
+    """One training run. Defaults are DavidNet's DAWNBench recipe."""
+
+    model: str = "davidnet"  # davidnet | resnet44
+    width: float = 1.0  # channel multiplier
+    epochs: int = 24
+    batch_size: int = 512
+    optimizer: str = "sgd"  # sgd (Nesterov) | adam
+    lr: float = 0.4  # peak learning rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # coupled-L2 value for SGD (see module docstring)
+    clipnorm: float | None = None  # gradient clipping (the Adam one-cycle recipe)
+    label_smoothing: float = 0.0
+    schedule: str = "piecewise"
+    warmup_epochs: float | None = None  # piecewise peak epoch; None: 5/24 of the run (5 of 24 as DavidNet)
+    base_lr: float = 0.0  # cyclic: lower bound
+    step_size: int | None = None  # cyclic: half-cycle in iterations (default: 2 epochs)
+    gamma: float = 0.99994  # exp_range
+    scale_fn: str | None = None  # cyclic: custom scale, e.g. "0.5*(1+sin(x*pi/2.5))"
+    pct_start: float = 0.25  # onecycle: warm-up fraction
+    anneal: str = "cos"  # onecycle: cos | linear
+    crop_padding: int = 4
+    crop_mode: str = "reflect"
+    flip: bool = True
+    cutout: int = 8  # cutout square side, 0 = off
+    mixup: float = 0.0  # Beta(alpha) mixup, 0 = off
+    copies: int = 1  # batch augmentation: copies of each sample per batch
+    target: float = 0.94
+    eval_every: int = 1
+    seed: int = 0
+    subset: int | None = None  # first N training images
+    pipeline: str = "auto"  # auto | device | tfdata
+    precision: str = "auto"  # auto (bf16 on GPU) | float32 | mixed_bfloat16
+    verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
+    save_model: bool = True
+
+
+def build_model(config):
+    augmentation = {
+        "crop_padding": config.crop_padding,
+        "crop_mode": config.crop_mode,
+        "flip": config.flip,
+        "cutout_size": config.cutout,
+        "seed": config.seed,
+    }
+    builder = models.MODELS[config.model]
+    return builder(width=config.width, augmentation=augmentation)
+
+
+def build_optimizer(config):
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=0.0,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay / (1.0 - config.momentum) or None,
+            clipnorm=config.clipnorm,
+        )
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(
+            learning_rate=0.0, weight_decay=config.weight_decay or None, clipnorm=config.clipnorm
+        )
+    raise ValueError(f"optimizer must be sgd or adam. Got: {config.optimizer!r}")
+
+
+def build_schedule(config, steps_per_epoch):
+    """The learning-rate callback the config names; peaks at `config.lr`."""
+    if config.schedule == "piecewise":
+        peak = config.warmup_epochs if config.warmup_epochs is not None else config.epochs * 5 / 24
+        if not 0 <= peak <= config.epochs:
+            raise ValueError(f"warmup epochs must be between 0 and the {config.epochs} epochs. Got: {peak}")
+        return schedules.PiecewiseLinear([0, peak, config.epochs], [0.0, config.lr, 0.0], steps_per_epoch)
+    if config.schedule in ("triangular", "triangular2", "exp_range"):
+        scale_fn = schedules.scale_fn_from_expression(config.scale_fn) if config.scale_fn else None
+        return schedules.Cyclic(
+            config.base_lr,
+            config.lr,
+            config.step_size or 2 * steps_per_epoch,
+            mode=config.schedule,
+            gamma=config.gamma,
+            scale_fn=scale_fn,
+            steps_per_epoch=steps_per_epoch,
+        )
+    if config.schedule == "onecycle":
+        return schedules.OneCycle(
+            config.lr,
+            total_steps=config.epochs * steps_per_epoch,
+            pct_start=config.pct_start,
+            anneal=config.anneal,
+            steps_per_epoch=steps_per_epoch,
+        )
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}. Got: {config.schedule!r}")
+
+
+def set_precision(precision):
+    """Applies the dtype policy; "auto" is mixed bf16 on a GPU, float32 elsewhere."""
+    if precision == "auto":
+        precision = "mixed_bfloat16" if hardware.has_gpu() else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    return precision
+
+
+class EpochReport(keras.callbacks.Callback):
+    """Prints one line per epoch, stops a diverged run, and writes the results
+    folder after each epoch so nothing is lost if the run is killed."""
+
+    def __init__(self, timer, lr_callback, run_info, results_dir, epochs, verbose=True):
+        super().__init__()
+        self.timer = timer
+        self.lr_callback = lr_callback
+        self.run_info = run_info
+        self.results_dir = results_dir
+        self.total_epochs = epochs
+        self.verbose = verbose
+        self.diverged = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = self.timer.epochs[-1]
+        lr = self.lr_callback.history[-1][1] if self.lr_callback.history else float("nan")
+        loss = record.get("loss")
+        if not isinstance(loss, float):  # NaN or inf were stored as strings
+            self.diverged = {"epoch": epoch + 1, "lr": lr, "loss": loss}
+            self.model.stop_training = True
+            print(f"diverged: training loss is {loss} at epoch {epoch + 1} (learning rate {lr:.4g}); stopping this run")
+        elif self.verbose:
+            test = record.get("val_accuracy")
+            test = f"{test:.4f}" if isinstance(test, float) else "  -   "
+            print(
+                f"epoch {epoch + 1:3d}/{self.total_epochs}  lr {lr:.4f}  "
+                f"train loss {loss:.4f} acc {record.get('accuracy', float('nan')):.4f}  "
+                f"test acc {test}  train {self.timer.train_s:7.2f}s  wall {record['wall_s']:7.2f}s",
+                flush=True,
+            )
+        write_results(self.results_dir, collect_results(self.run_info, self.timer, self.lr_callback, "running"), plots=False)
+
+
+def collect_results(run_info, timer, lr_callback, status, diverged=None):
+    accuracies = [r.get("val_accuracy") for r in timer.epochs]
+    final = accuracies[-1] if accuracies and isinstance(accuracies[-1], float) else None
+    return {
+        "status": status,
+        **run_info,
+        **timer.summary(),
+        "final_accuracy": final,
+        "epochs_completed": len(timer.epochs),
+        "diverged": diverged,
+        "history": timer.epochs,
+        "lr_history": [[int(step), float(lr)] for step, lr in lr_callback.history],
+    }
+
+
+def train(config, data, results_dir):
+    """Trains per `config` on `data` (a `pipelines.cifar10.Cifar10`) and writes
+    `results_dir`. Returns the results dict (also in results.json)."""
+    keras.utils.set_random_seed(config.seed)
+    precision = set_precision(config.precision)
+    x_train, y_train = data.x_train, data.y_train
+    if config.subset:
+        x_train, y_train = x_train[: config.subset], y_train[: config.subset]
+    num_classes = len(data.class_names)
+
+    feed = make_feed(
+        config.pipeline, x_train, y_train, config.batch_size,
+        num_classes=num_classes, seed=config.seed, mixup_alpha=config.mixup, copies=config.copies,
+    )
+    steps_per_epoch = len(x_train) // config.batch_size
+    model = build_model(config)
+    model.compile(
+        optimizer=build_optimizer(config),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    lr_callback = build_schedule(config, steps_per_epoch)
+    timer = TimeToAccuracy(target=config.target)
+    run_info = {
+        "config": dataclasses.asdict(config),
+        "precision": precision,
+        **hardware.describe(),
+        "data": {
+            "source": data.source,
+            "image_format": data.image_format,
+            "train_images": len(x_train),
+            "test_images": len(data.x_test),
+            "jpeg_copy": data.image_format == "jpeg",
+        },
+        "model_params": model.count_params(),
+        "steps_per_epoch": steps_per_epoch,
+    }
+    report = EpochReport(timer, lr_callback, run_info, results_dir, config.epochs)
+    y_test = np.eye(num_classes, dtype="float32")[data.y_test]
+    model.fit(
+        feed,
+        epochs=config.epochs,
+        validation_data=(data.x_test, y_test),
+        validation_freq=config.eval_every,
+        validation_batch_size=1000,
+        shuffle=False,  # the feeds shuffle once per epoch themselves
+        callbacks=[lr_callback, timer, report],
+        verbose=config.verbose,
+    )
+    if timer.epochs and "val_accuracy" not in timer.epochs[-1]:
+        _evaluate_last_epoch(model, timer, data.x_test, y_test)
+    status = "diverged" if report.diverged else "completed"
+    results = collect_results(run_info, timer, lr_callback, status, report.diverged)
+    write_results(results_dir, results)
+    if config.save_model and status == "completed":
+        model.save(f"{results_dir}/model.keras")
+    return results
+
+
+def _evaluate_last_epoch(model, timer, x_test, y_test):
+    """With --eval-every k, the last epoch is evaluated after fit if k did not
+    land on it, so every run ends with its final accuracy."""
+    start = timer.clock()
+    logs = model.evaluate(x_test, y_test, batch_size=1000, verbose=0, return_dict=True)
+    eval_s = timer.clock() - start
+    record = timer.epochs[-1]
+    record.update({f"val_{k}": float(v) for k, v in logs.items()}, eval_s=record["eval_s"] + eval_s)
+    timer.eval_s += eval_s
+    if timer.target_epoch is None and record["val_accuracy"] >= timer.target:
+        timer.target_epoch = record["epoch"]
+        timer.seconds_to_target = timer.train_s
+        timer.wall_to_target_s = record["wall_s"]
+
+
+def summary_line(results):
+    """The one final line a run prints."""
+    target = results["target"]
+    final = results["final_accuracy"]
+    final_text = f"{final:.4f}" if final is not None else "n/a"
+    times = f"train {results['train_s']:.2f}s, compile {results['compile_s'] or 0:.2f}s, wall {results['wall_s']:.2f}s"
+    if results["status"] == "diverged":
+        d = results["diverged"]
+        return f"diverged at epoch {d['epoch']} (learning rate {d['lr']:.4g}); {times}"
+    if results["target_epoch"] is not None:
+        return (
+            f"target {target:.4f} reached at epoch {results['target_epoch']} in "
+            f"{results['seconds_to_target']:.2f}s train time ({results['wall_to_target_s']:.2f}s wall); "
+            f"final test accuracy {final_text}; {times}"
+        )
+    return f"target {target:.4f} not reached in {results['epochs_completed']} epochs; final test accuracy {final_text}; {times}"
+
+
+def is_finite(value):
+    return isinstance(value, float) and math.isfinite(value)

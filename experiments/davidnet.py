@@ -1,0 +1,147 @@
+"""Train DavidNet (ResNet-9) on CIFAR-10 and report its seconds to the target accuracy.
+
+    python -m experiments.davidnet --epochs 20
+    python -m experiments.davidnet --epochs 2 --subset 2000 --width 0.25 --data-dir DIR
+
+The recipe (the defaults) is David Page's DAWNBench entry: batch 512, SGD with
+Nesterov momentum 0.9 and weight decay 5e-4, learning rate 0 -> 0.4 -> 0
+piecewise linear with the peak at epoch 5, random 4-px crop with reflect
+padding, flip, 8x8 cutout. `python -m experiments.davidnet --help` lists the flags.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import typing
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+
+from davidnet.training import SCHEDULES, Config  # noqa: E402  (after the env var)
+
+FLAG_HELP = {
+    "model": "network: davidnet (ResNet-9) or resnet44",
+    "width": "channel multiplier (e.g. 0.25 for quick CPU runs)",
+    "epochs": "training epochs",
+    "batch_size": "batch size (before batch-augmentation copies)",
+    "optimizer": "sgd (Nesterov) or adam",
+    "lr": "peak learning rate of the schedule",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay (SGD: the coupled-L2 value of the original, mapped for Keras; Adam: decoupled)",
+    "clipnorm": "clip each gradient to this norm",
+    "label_smoothing": "label smoothing of the cross-entropy",
+    "schedule": "learning-rate schedule",
+    "warmup_epochs": "piecewise: epoch of the peak (default 5/24 of the epochs: 5 of 24 as DavidNet)",
+    "base_lr": "cyclic: lower learning rate",
+    "step_size": "cyclic: half a cycle, in iterations (default 2 epochs)",
+    "gamma": "exp_range: decay per iteration",
+    "scale_fn": "cyclic: custom scale function of x, e.g. '0.5*(1+sin(x*pi/2.5))'",
+    "pct_start": "onecycle: fraction of steps spent warming up",
+    "anneal": "onecycle: cos or linear annealing",
+    "crop_padding": "random crop after padding by this many pixels (0: off)",
+    "crop_mode": "padding for the crop: reflect or constant (zeros)",
+    "flip": "random left-right flips",
+    "cutout": "cutout square side in pixels (0: off)",
+    "mixup": "mixup Beta(alpha) parameter (0: off)",
+    "copies": "batch augmentation: copies of each sample in a batch",
+    "target": "test accuracy to time (0.94 for DAWNBench; read 0.91 on the JPEG copy)",
+    "eval_every": "evaluate the test set every k epochs (the last epoch always)",
+    "seed": "random seed",
+    "subset": "train on the first N training images",
+    "pipeline": "training feed: auto (tf.data on TensorFlow, device elsewhere), device, tfdata",
+    "precision": "auto (mixed bf16 on a GPU), float32, mixed_bfloat16",
+    "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
+    "save_model": "save the trained model as model.keras",
+}
+CHOICES = {
+    "model": ("davidnet", "resnet44"),
+    "optimizer": ("sgd", "adam"),
+    "schedule": SCHEDULES,
+    "anneal": ("cos", "linear"),
+    "crop_mode": ("reflect", "constant"),
+    "pipeline": ("auto", "device", "tfdata"),
+    "precision": ("auto", "float32", "mixed_bfloat16"),
+    "verbose": (0, 1, 2),
+}
+POSITIVE = ("epochs", "batch_size", "copies", "eval_every", "subset", "step_size", "width")
+NON_NEGATIVE = ("lr", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr")
+
+
+def build_parser(defaults=Config()):
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.davidnet",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--data-dir", help="CIFAR-10 folder (cifar-10-batches-py or train/ and test/ image folders); default $CIFAR10_DIR, the Keras cache, then tensorflow-datasets")
+    data.add_argument("--results-dir", help="folder for results.json, dawnbench.tsv/json, plots (default runs/davidnet-<time>)")
+    data.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
+    data.add_argument("--resize", action="store_true", help="resize images that are not 32x32")
+    recipe = parser.add_argument_group("recipe")
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.type is bool:
+            recipe.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=FLAG_HELP[field.name])
+            continue
+        kind = _scalar_type(field.type)
+        recipe.add_argument(flag, type=_checked(kind, field.name), default=default, choices=CHOICES.get(field.name), help=FLAG_HELP[field.name])
+    return parser
+
+
+def _scalar_type(annotation):
+    """`float | None` -> float; `int` -> int."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def _checked(kind, name):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if name in POSITIVE and value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if name in NON_NEGATIVE and value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+    results_dir = args.results_dir or time.strftime("runs/davidnet-%Y%m%d-%H%M%S")
+
+    from davidnet.results import check_writable
+    from pipelines.cifar10 import DataError, load_cifar10
+
+    try:
+        check_writable(results_dir)
+        data = load_cifar10(args.data_dir, verify=not args.no_verify, resize=args.resize)
+    except (DataError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train_images = min(config.subset or len(data.x_train), len(data.x_train))
+    if config.batch_size > train_images:
+        parser.error(f"--batch-size {config.batch_size} is larger than the {train_images} training images")
+    if data.image_format == "jpeg":
+        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10 (91% here ~ 94% there)")
+    print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
+
+    from davidnet.training import summary_line, train
+
+    results = train(config, data, results_dir)
+    print(summary_line(results))
+    print(f"results: {results_dir}")
+    return 1 if results["status"] == "diverged" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

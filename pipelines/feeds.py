@@ -1,0 +1,198 @@
+"""Training feeds: batches of (uint8 images, one-hot labels) for `model.fit`.
+
+Two feeds, one contract:
+- `DeviceFeed`: the whole uint8 training set lives on the device; one
+  permutation per epoch; each batch is a gather on the device. Works on every
+  backend and is the fast path on JAX (no host-to-device copy per step).
+- `tfdata_feed`: a tf.data pipeline (uint8 on the host; shuffle, batch,
+  prefetch), the TensorFlow default. TensorFlow is imported only here, lazily,
+  so the JAX path runs where TensorFlow is not installed.
+
+Crop, flip and cutout are not done here: they run in the model
+(`BatchAugmentation`), inside the compiled train step. The feeds do what also
+changes the labels: mixup, and batch augmentation's repeated copies. The test
+set is never fed through here: evaluation sees the original images.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from pipelines import augment
+
+
+def check_batch_size(num_samples, batch_size):
+    """Raises ValueError unless at least one full batch fits in the data."""
+    if batch_size < 1 or batch_size > num_samples:
+        raise ValueError(
+            f"batch size {batch_size} does not fit {num_samples} training images: "
+            "choose a batch size between 1 and the number of images"
+        )
+
+
+class DeviceFeed(keras.utils.PyDataset):
+    """A device-resident training feed, usable with `model.fit` on any backend.
+
+    Args:
+        images: uint8 array (N, 32, 32, 3).
+        labels: integer labels (N,).
+        batch_size: samples per batch before `copies`; the last partial batch
+            of an epoch is dropped, as in DavidNet.
+        num_classes: width of the one-hot labels.
+        seed: seeds the per-epoch permutation and mixup.
+        mixup_alpha: Beta(alpha, alpha) mixup; 0 turns it off.
+        copies: batch augmentation: each sample this many times per batch.
+
+    Example:
+    ```python
+    feed = DeviceFeed(x_train, y_train, batch_size=512, seed=0)
+    model.fit(feed, epochs=24, shuffle=False)
+    ```
+    """
+
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size,
+        num_classes=10,
+        seed=0,
+        mixup_alpha=0.0,
+        copies=1,
+    ):
+        super().__init__(workers=1, use_multiprocessing=False)
+        check_batch_size(len(images), batch_size)
+        self.num_samples = len(images)
+        self.batch_size = batch_size
+        self.num_classes = num_classes
+        self.mixup_alpha = mixup_alpha
+        self.copies = copies
+        self.images = ops.convert_to_tensor(np.asarray(images, np.uint8))
+        self.labels = ops.convert_to_tensor(np.asarray(labels, np.int32))
+        self._rng = np.random.default_rng(seed)
+        self._seed_generator = keras.random.SeedGenerator(seed)
+        self.order = None
+        self.on_epoch_begin()
+
+    def __len__(self):
+        return self.num_samples // self.batch_size
+
+    def on_epoch_begin(self):
+        # 50k indices: drawing them on the host costs microseconds, and one
+        # transfer per epoch keeps the per-step path on the device.
+        self.order = ops.convert_to_tensor(self._rng.permutation(self.num_samples).astype(np.int32))
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
+        start = index * self.batch_size
+        batch = self.order[start : start + self.batch_size]
+        images = ops.take(self.images, batch, axis=0)
+        labels = ops.one_hot(ops.take(self.labels, batch, axis=0), self.num_classes)
+        return label_mixing(images, labels, self.mixup_alpha, self.copies, self._seed_generator)
+
+
+def label_mixing(images, labels, mixup_alpha, copies, seed):
+    """Mixup then batch augmentation, the label-changing steps of a feed."""
+    if mixup_alpha > 0:
+        images, labels, _ = augment.mixup(images, labels, seed, mixup_alpha)
+    return augment.repeat_batch(images, labels, copies)
+
+
+def tfdata_feed(
+    images,
+    labels,
+    batch_size,
+    num_classes=10,
+    seed=0,
+    mixup_alpha=0.0,
+    copies=1,
+    host_augment=None,
+):
+    """A tf.data training feed: uint8 on the host, shuffled, batched, prefetched.
+
+    Args:
+        images, labels, batch_size, num_classes, seed, mixup_alpha, copies:
+            as for `DeviceFeed`.
+        host_augment: optional callable `f(uint8 images NHWC) -> uint8 images`
+            of the same shape, applied to each batch on the host (an imgaug
+            `Sequential`, an albumentations pipeline wrapped to take a batch,
+            or any NumPy function).
+
+    Returns:
+        A `tf.data.Dataset` of `(images, one_hot_labels)`; images are uint8,
+        or float32 when mixup is on.
+    """
+    import tensorflow as tf
+
+    check_batch_size(len(images), batch_size)
+    if (mixup_alpha > 0 or copies > 1) and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "mixup and batch-augmentation copies in the tf.data feed need the "
+            "TensorFlow backend: use the device feed (--pipeline device) instead"
+        )
+    images = np.asarray(images, np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
+    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+
+    if host_augment is not None:
+
+        def apply_host_augment(x, y):
+            out = tf.numpy_function(
+                lambda batch: _checked_host_augment(host_augment, batch), [x], tf.uint8
+            )
+            return tf.ensure_shape(out, x.shape), y
+
+        dataset = dataset.map(apply_host_augment, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def to_one_hot(x, y):
+        return x, tf.one_hot(y, num_classes)
+
+    dataset = dataset.map(to_one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+
+    if mixup_alpha > 0:
+        # keras.random takes no tensor seeds, so the tf.data graph draws the
+        # Beta weights itself (as a ratio of Gammas) and shares `augment.mix`.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def apply_mixup(batch, seed_pair):
+            x, y = batch
+            n = tf.shape(x)[0]
+            g1 = tf.random.stateless_gamma([n], seed=seed_pair, alpha=mixup_alpha)
+            g2 = tf.random.stateless_gamma([n], seed=seed_pair[::-1], alpha=mixup_alpha)
+            return augment.mix(x, y, g1 / (g1 + g2))
+
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            apply_mixup, num_parallel_calls=tf.data.AUTOTUNE
+        )
+    if copies > 1:
+        dataset = dataset.map(lambda x, y: augment.repeat_batch(x, y, copies))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _checked_host_augment(fn, batch):
+    out = np.asarray(fn(batch))
+    if out.shape != batch.shape or out.dtype != np.uint8:
+        raise ValueError(
+            "host_augment must return uint8 images of the shape it was given: "
+            f"expected {batch.shape} uint8, got {out.shape} {out.dtype}"
+        )
+    return out
+
+
+FEEDS = ("device", "tfdata")
+
+
+def make_feed(kind, images, labels, batch_size, **kwargs):
+    """Builds a training feed by name: "device", "tfdata" or "auto"
+    (tf.data on the TensorFlow backend, the device feed elsewhere)."""
+    if kind == "auto":
+        kind = "tfdata" if keras.backend.backend() == "tensorflow" else "device"
+    if kind == "tfdata":
+        return tfdata_feed(images, labels, batch_size, **kwargs)
+    if kind == "device":
+        if kwargs.pop("host_augment", None) is not None:
+            raise ValueError("host_augment runs in the tf.data feed only: use --pipeline tfdata")
+        return DeviceFeed(images, labels, batch_size, **kwargs)
+    raise ValueError(f"pipeline must be one of auto, {', '.join(FEEDS)}. Got: {kind!r}")
