@@ -39,5 +39,21 @@ def _backend_version(backend):
     return getattr(module, "__version__", "unknown")
 
 
+def use_compilation_cache(cache_dir):
+    """Keeps compiled XLA programs in `cache_dir` across processes (JAX backend),
+    so a second run in the same environment skips most of its compilation;
+    tracing still happens. No-op on other backends. Returns whether it is on."""
+    if keras.backend.backend() != "jax" or not cache_dir:
+        return False
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    # Cache everything: on CPU even the small random-initialiser programs take
+    # most of a second each to compile.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return True
+
+
 def has_gpu():
     return describe()["platform"] == "gpu"

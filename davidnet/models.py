@@ -117,11 +117,11 @@ def resnet_cifar(depth=44, width=1.0, num_classes=10, augmentation=None, name=No
         channels = scaled(channels, width)
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
-            name = f"stage{stage + 1}_block{block + 1}"
-            branch = conv_bn(x, channels, f"{name}_a", strides=stride)
-            branch = conv_bn(branch, channels, f"{name}_b", relu=False)
-            x = layers.Add(name=f"{name}_add")([_shortcut(x, channels, stride), branch])
-            x = layers.ReLU(name=f"{name}_out")(x)
+            block_name = f"stage{stage + 1}_block{block + 1}"
+            branch = conv_bn(x, channels, f"{block_name}_a", strides=stride)
+            branch = conv_bn(branch, channels, f"{block_name}_b", relu=False)
+            x = layers.Add(name=f"{block_name}_add")([_shortcut(x, channels, stride), branch])
+            x = layers.ReLU(name=f"{block_name}_out")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

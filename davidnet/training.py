@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from davidnet import hardware, models, schedules
-from davidnet.results import write_results
+from davidnet.results import check_writable, write_results
 from davidnet.timing import TimeToAccuracy
 from pipelines.feeds import make_feed
 
@@ -181,9 +181,21 @@ def collect_results(run_info, timer, lr_callback, status, diverged=None):
     }
 
 
-def train(config, data, results_dir):
-    """Trains per `config` on `data` (a `pipelines.cifar10.Cifar10`) and writes
-    `results_dir`. Returns the results dict (also in results.json)."""
+def train(config, data, results_dir, host_augment=None):
+    """Trains per `config` on `data` and writes `results_dir`.
+
+    Args:
+        config: a `Config`.
+        data: a `pipelines.cifar10.Cifar10`.
+        results_dir: the run's folder (created if missing).
+        host_augment: optional `f(uint8 images NHWC) -> uint8 images` applied
+            to each training batch on the host in the tf.data feed (an imgaug
+            `Sequential`, an albumentations pipeline over a batch, NumPy code).
+
+    Returns:
+        The results dict (also in results.json).
+    """
+    results_dir = check_writable(results_dir)  # before any training, not after it
     keras.utils.set_random_seed(config.seed)
     precision = set_precision(config.precision)
     x_train, y_train = data.x_train, data.y_train
@@ -194,6 +206,7 @@ def train(config, data, results_dir):
     feed = make_feed(
         config.pipeline, x_train, y_train, config.batch_size,
         num_classes=num_classes, seed=config.seed, mixup_alpha=config.mixup, copies=config.copies,
+        host_augment=host_augment,
     )
     steps_per_epoch = len(x_train) // config.batch_size
     model = build_model(config)
@@ -227,7 +240,9 @@ def train(config, data, results_dir):
         validation_freq=config.eval_every,
         validation_batch_size=1000,
         shuffle=False,  # the feeds shuffle once per epoch themselves
-        callbacks=[lr_callback, timer, report],
+        # Our own ProgbarLogger, listed before the report, so the bar's line is
+        # finished before the epoch line is printed.
+        callbacks=[lr_callback, timer, keras.callbacks.ProgbarLogger(), report],
         verbose=config.verbose,
     )
     if timer.epochs and "val_accuracy" not in timer.epochs[-1]:
@@ -236,7 +251,7 @@ def train(config, data, results_dir):
     results = collect_results(run_info, timer, lr_callback, status, report.diverged)
     write_results(results_dir, results)
     if config.save_model and status == "completed":
-        model.save(f"{results_dir}/model.keras")
+        model.save(results_dir / "model.keras")
     return results
 
 

@@ -79,6 +79,7 @@ def build_parser(defaults=Config()):
     data.add_argument("--results-dir", help="folder for results.json, dawnbench.tsv/json, plots (default runs/davidnet-<time>)")
     data.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
     data.add_argument("--resize", action="store_true", help="resize images that are not 32x32")
+    data.add_argument("--compile-cache", default=os.path.expanduser("~/.cache/davidnet/jax"), help="JAX persistent compilation cache folder ('' to turn off)")
     recipe = parser.add_argument_group("recipe")
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
@@ -119,10 +120,12 @@ def main(argv=None):
     config = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
     results_dir = args.results_dir or time.strftime("runs/davidnet-%Y%m%d-%H%M%S")
 
+    from davidnet.hardware import use_compilation_cache
     from davidnet.results import check_writable
     from pipelines.cifar10 import DataError, load_cifar10
 
     try:
+        use_compilation_cache(args.compile_cache)
         check_writable(results_dir)
         data = load_cifar10(args.data_dir, verify=not args.no_verify, resize=args.resize)
     except (DataError, OSError) as e:

@@ -1,0 +1,150 @@
+"""The training engine in-process, and the CLI end to end in a subprocess."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from davidnet.training import Config, build_optimizer, build_schedule, summary_line, train
+from pipelines.cifar10 import CLASS_NAMES, Cifar10
+from tests.datasets import make_image_dir, synthetic_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(width=0.125, batch_size=32, verbose=0, save_model=False)
+
+
+def tiny_data(n_train=256, n_test=100):
+    x_train, y_train = synthetic_arrays(n_train, seed=1)
+    x_test, y_test = synthetic_arrays(n_test, seed=2)
+    return Cifar10(x_train, y_train, x_test, y_test, "synthetic", "png", CLASS_NAMES)
+
+
+def test_sgd_weight_decay_is_the_coupled_value_mapped_through_momentum():
+    optimizer = build_optimizer(Config())
+    assert optimizer.nesterov and optimizer.momentum == 0.9
+    assert optimizer.weight_decay == pytest.approx(5e-4 / (1 - 0.9))
+    adam = build_optimizer(Config(optimizer="adam", weight_decay=1e-4, clipnorm=0.1))
+    assert adam.weight_decay == pytest.approx(1e-4) and adam.clipnorm == pytest.approx(0.1)
+
+
+def test_default_schedule_is_davidnets_and_scales_with_the_epochs():
+    schedule = build_schedule(Config(), steps_per_epoch=97)
+    assert schedule.lr_at(5 * 97) == pytest.approx(0.4)
+    assert schedule.lr_at(0) == 0.0 and schedule.lr_at(24 * 97) == pytest.approx(0.0)
+    short = build_schedule(Config(epochs=12), steps_per_epoch=10)
+    assert short.lr_at(25) == pytest.approx(0.4)  # peak at 5/24 of 12 epochs = 2.5
+    for name in ("triangular", "triangular2", "exp_range", "onecycle"):
+        assert max(build_schedule(Config(schedule=name), 10).lr_values(range(240))) == pytest.approx(0.4, rel=2e-3)  # exp_range: 0.4 * gamma**20
+
+
+def test_training_learns_and_writes_a_complete_results_folder(tmp_path):
+    config = Config(epochs=4, target=0.5, lr=0.2, **TINY)
+    results = train(config, tiny_data(), tmp_path)
+    assert results["status"] == "completed"
+    assert results["backend"] == keras.backend.backend()
+    assert len(results["history"]) == 4
+    assert results["final_accuracy"] > 0.5, "a tiny DavidNet should learn colour-coded classes"
+    assert results["target_epoch"] is not None
+    reached = next(r for r in results["history"] if r["val_accuracy"] >= 0.5)
+    assert results["target_epoch"] == reached["epoch"]
+    assert results["seconds_to_target"] == pytest.approx(reached["train_s_total"])
+    assert len(results["lr_history"]) == 4 * (256 // 32)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["final_accuracy"] == results["final_accuracy"]
+    for name in ("dawnbench.tsv", "dawnbench.json", "accuracy_loss.png", "learning_rate.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_eval_every_k_still_evaluates_the_last_epoch(tmp_path):
+    results = train(Config(epochs=3, eval_every=2, subset=128, **TINY), tiny_data(), tmp_path)
+    evaluated = [r["epoch"] for r in results["history"] if "val_accuracy" in r]
+    assert evaluated == [2, 3]
+    assert results["data"]["train_images"] == 128
+    assert results["final_accuracy"] == results["history"][-1]["val_accuracy"]
+
+
+def test_a_diverging_run_stops_and_says_so(tmp_path, capsys):
+    results = train(Config(epochs=3, lr=1e12, optimizer="sgd", warmup_epochs=0, **TINY), tiny_data(), tmp_path)
+    assert results["status"] == "diverged"
+    assert results["diverged"]["epoch"] == 1
+    assert len(results["history"]) == 1
+    assert "diverged" in capsys.readouterr().out
+    assert summary_line(results).startswith("diverged at epoch 1")
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.davidnet", "--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", ""), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    return make_image_dir(tmp_path_factory.mktemp("cifar"), n_train_per_class=20, n_test_per_class=5)
+
+
+def test_cli_end_to_end_summary_agrees_with_results_json(image_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("--epochs", "2", "--subset", "160", "--width", "0.125", "--batch-size", "32",
+                   "--target", "0.3", "--data-dir", str(image_dir), "--results-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["backend"] == keras.backend.backend()
+    assert results["config"]["epochs"] == 2 and len(results["history"]) == 2
+    summary = proc.stdout.strip().splitlines()[-2]
+    assert f"final test accuracy {results['final_accuracy']:.4f}" in summary
+    assert f"train {results['train_s']:.2f}s" in summary and f"wall {results['wall_s']:.2f}s" in summary
+    if results["target_epoch"] is not None:
+        assert f"reached at epoch {results['target_epoch']} in {results['seconds_to_target']:.2f}s" in summary
+    else:
+        assert "not reached" in summary
+    epoch_lines = [line for line in proc.stdout.splitlines() if re.match(r"epoch +\d+/2 ", line)]
+    assert len(epoch_lines) == 2
+    for name in ("dawnbench.tsv", "dawnbench.json", "accuracy_loss.png", "learning_rate.png", "model.keras"):
+        assert (out / name).exists(), name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "must be > 0"),
+        (["--schedule", "cosine"], "invalid choice"),
+        (["--batch-size", "abc"], "expected int"),
+        (["--batch-size", "5000"], "larger than the 200 training images"),
+    ],
+)
+def test_cli_rejects_bad_arguments_with_one_clear_line(image_dir, tmp_path, args, message):
+    proc = run_cli("--data-dir", str(image_dir), "--results-dir", str(tmp_path / "r"), *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path):
+    proc = run_cli("--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(tmp_path / "nowhere") in errors[0]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data feed is the TensorFlow path")
+def test_host_augment_hook_runs_on_every_training_batch(tmp_path):
+    seen = []
+
+    def invert(batch):  # a NumPy callable, as an imgaug or albumentations pipeline would be
+        seen.append(batch.shape)
+        return 255 - batch
+
+    train(Config(epochs=1, pipeline="tfdata", **TINY), tiny_data(), tmp_path, host_augment=invert)
+    assert seen.count((32, 32, 32, 3)) == 256 // 32
