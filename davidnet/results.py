@@ -123,7 +123,8 @@ def plot_history(history, path):
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # a run that diverged in its first epoch has nothing to draw
+            ax.legend()
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -327,6 +327,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 # --- image-folder layout -----------------------------------------------------------
 
+_TRAIN_ORDER_SEED = 0
+
 
 def _load_image_dir(root, origin, resize, cache_dir, progress):
     """Loads ``root/train/<class>/*`` and ``root/test/<class>/*``, through the decoded cache."""
@@ -365,6 +367,11 @@ def _load_image_dir(root, origin, resize, cache_dir, progress):
             for path, size, mtime, fmt in listing[split][name]:
                 files[split].append((path, label, f"{split}/{name}/{os.path.basename(path)}", size, mtime))
                 formats.add(fmt)
+    # The official batches hold the training images in random order, so the
+    # first N of them are a class-mixed sample (--subset N relies on that).
+    # Give an image folder the same property with one fixed permutation.
+    order = np.random.default_rng(_TRAIN_ORDER_SEED).permutation(len(files["train"]))
+    files["train"] = [files["train"][i] for i in order]
     # One JPEG is enough to make the copy lossy, and "jpeg" is what changes the expected accuracy.
     image_format = "jpeg" if "jpeg" in formats else "png"
     format_label = " and ".join(f.upper() for f in sorted(formats))
