@@ -35,18 +35,34 @@ def _inputs(augmentation):
     return inputs, BatchAugmentation(**(augmentation or {}), name="augment")(inputs)
 
 
-def conv_bn(x, channels, name, strides=1, relu=True):
-    """3x3 convolution without bias, batch norm, optionally ReLU."""
+def conv_bn(x, channels, name, strides=1, relu=True, batch_norm=True, regularizer=None):
+    """3x3 convolution, batch norm, optionally ReLU. Without batch norm (an
+    ablation) the convolution gets the bias that batch norm would have replaced."""
     x = layers.Conv2D(
-        channels, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+        channels, 3, strides=strides, padding="same", use_bias=not batch_norm,
+        kernel_regularizer=regularizer, name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn"
-    )(x)
+    if batch_norm:
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def davidnet(width=1.0, num_classes=10, augmentation=None, logit_scale=0.125, name="davidnet"):
+def regularizer(l1=0.0, l2=0.0):
+    """A Keras kernel regularizer for the ablations, or None."""
+    return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+
+def davidnet(
+    width=1.0,
+    num_classes=10,
+    augmentation=None,
+    logit_scale=0.125,
+    batch_norm=True,
+    l1=0.0,
+    l2=0.0,
+    dropout=0.0,
+    name="davidnet",
+):
     """DavidNet / ResNet-9 exactly as in David Page's DAWNBench entry.
 
     prep conv 64; layer1 conv 128 + max-pool + residual(2 x conv-bn-relu 128);
@@ -60,6 +76,9 @@ def davidnet(width=1.0, num_classes=10, augmentation=None, logit_scale=0.125, na
         augmentation: keyword arguments for `BatchAugmentation`
             (crop_padding, crop_mode, flip, cutout_size, seed).
         logit_scale: multiplier on the logits (0.125 in the original).
+        batch_norm: False removes every batch norm (the normalisation ablation).
+        l1, l2: kernel regularisation of every convolution and the classifier.
+        dropout: dropout rate before the classifier (0: none).
 
     Example:
     ```python
@@ -68,17 +87,20 @@ def davidnet(width=1.0, num_classes=10, augmentation=None, logit_scale=0.125, na
     ```
     """
     inputs, x = _inputs(augmentation)
+    conv = dict(batch_norm=batch_norm, regularizer=regularizer(l1, l2))
     for stage, (channels, pool, residual) in DAVIDNET_STAGES.items():
         channels = scaled(channels, width)
-        x = conv_bn(x, channels, stage)
+        x = conv_bn(x, channels, stage, **conv)
         if pool:
             x = layers.MaxPooling2D(2, name=f"{stage}_pool")(x)
         if residual:
-            branch = conv_bn(x, channels, f"{stage}_res1")
-            branch = conv_bn(branch, channels, f"{stage}_res2")
+            branch = conv_bn(x, channels, f"{stage}_res1", **conv)
+            branch = conv_bn(branch, channels, f"{stage}_res2", **conv)
             x = layers.Add(name=f"{stage}_add")([x, branch])
     x = layers.GlobalMaxPooling2D(name="pool")(x)
-    x = layers.Dense(num_classes, use_bias=False, name="linear")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dense(num_classes, use_bias=False, kernel_regularizer=conv["regularizer"], name="linear")(x)
     outputs = layers.Rescaling(logit_scale, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -95,7 +117,17 @@ def _shortcut(x, channels, stride):
     )[..., 0]
 
 
-def resnet_cifar(depth=44, width=1.0, num_classes=10, augmentation=None, name=None):
+def resnet_cifar(
+    depth=44,
+    width=1.0,
+    num_classes=10,
+    augmentation=None,
+    batch_norm=True,
+    l1=0.0,
+    l2=0.0,
+    dropout=0.0,
+    name=None,
+):
     """The CIFAR ResNets of He et al. 2016, section 4.2 (ResNet-20/32/44/56/110).
 
     3 stages of n basic blocks (depth = 6n + 2) with 16/32/64 channels and
@@ -107,23 +139,27 @@ def resnet_cifar(depth=44, width=1.0, num_classes=10, augmentation=None, name=No
         width: channel multiplier.
         num_classes: outputs of the classifier.
         augmentation: keyword arguments for `BatchAugmentation`.
+        batch_norm, l1, l2, dropout: as for `davidnet`.
     """
     if (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110). Got: {depth}")
     blocks = (depth - 2) // 6
     inputs, x = _inputs(augmentation)
-    x = conv_bn(x, scaled(16, width), "stem")
+    conv = dict(batch_norm=batch_norm, regularizer=regularizer(l1, l2))
+    x = conv_bn(x, scaled(16, width), "stem", **conv)
     for stage, channels in enumerate((16, 32, 64)):
         channels = scaled(channels, width)
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
             block_name = f"stage{stage + 1}_block{block + 1}"
-            branch = conv_bn(x, channels, f"{block_name}_a", strides=stride)
-            branch = conv_bn(branch, channels, f"{block_name}_b", relu=False)
+            branch = conv_bn(x, channels, f"{block_name}_a", strides=stride, **conv)
+            branch = conv_bn(branch, channels, f"{block_name}_b", relu=False, **conv)
             x = layers.Add(name=f"{block_name}_add")([_shortcut(x, channels, stride), branch])
             x = layers.ReLU(name=f"{block_name}_out")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, dtype="float32", kernel_regularizer=conv["regularizer"], name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
 

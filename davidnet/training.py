@@ -51,6 +51,10 @@ class Config:
     scale_fn: str | None = None  # cyclic: custom scale, e.g. "0.5*(1+sin(x*pi/2.5))"
     pct_start: float = 0.25  # onecycle: warm-up fraction
     anneal: str = "cos"  # onecycle: cos | linear
+    batch_norm: bool = True  # False: the normalisation ablation
+    l1: float = 0.0  # kernel regularisation (ablations)
+    l2: float = 0.0
+    dropout: float = 0.0  # before the classifier
     crop_padding: int = 4
     crop_mode: str = "reflect"
     flip: bool = True
@@ -76,7 +80,14 @@ def build_model(config):
         "seed": config.seed,
     }
     builder = models.MODELS[config.model]
-    return builder(width=config.width, augmentation=augmentation)
+    return builder(
+        width=config.width,
+        augmentation=augmentation,
+        batch_norm=config.batch_norm,
+        l1=config.l1,
+        l2=config.l2,
+        dropout=config.dropout,
+    )
 
 
 def build_optimizer(config):

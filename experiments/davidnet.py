@@ -39,6 +39,10 @@ FLAG_HELP = {
     "scale_fn": "cyclic: custom scale function of x, e.g. '0.5*(1+sin(x*pi/2.5))'",
     "pct_start": "onecycle: fraction of steps spent warming up",
     "anneal": "onecycle: cos or linear annealing",
+    "batch_norm": "batch normalisation after each convolution",
+    "l1": "L1 kernel regularisation",
+    "l2": "L2 kernel regularisation (on top of weight decay)",
+    "dropout": "dropout rate before the classifier",
     "crop_padding": "random crop after padding by this many pixels (0: off)",
     "crop_mode": "padding for the crop: reflect or constant (zeros)",
     "flip": "random left-right flips",
@@ -65,7 +69,7 @@ CHOICES = {
     "verbose": (0, 1, 2),
 }
 POSITIVE = ("epochs", "batch_size", "copies", "eval_every", "subset", "step_size", "width")
-NON_NEGATIVE = ("lr", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr")
+NON_NEGATIVE = ("lr", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr", "l1", "l2", "dropout")
 
 
 def build_parser(defaults=Config()):

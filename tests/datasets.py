@@ -12,47 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cifar10 import CLASS_NAMES
-
-# One clearly distinct RGB mean per class.
-_CLASS_COLORS = np.array(
-    [
-        [200, 40, 40],
-        [40, 200, 40],
-        [40, 40, 200],
-        [200, 200, 40],
-        [200, 40, 200],
-        [40, 200, 200],
-        [230, 230, 230],
-        [30, 30, 30],
-        [200, 120, 40],
-        [100, 40, 160],
-    ],
-    dtype=np.float32,
-)
-_NOISE_STD = 16.0
-
+from pipelines.cifar10 import CLASS_NAMES, synthetic_images
 
 def synthetic_arrays(n, seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-shaped fake data.
-
-    Args:
-        n: number of images.
-        seed: seed of the noise.
-
-    Returns:
-        uint8 images (n, 32, 32, 3) and int32 labels cycling 0..9; each image is
-        its class's mean colour plus Gaussian noise.
-    """
+    """uint8 images (n, 32, 32, 3) and int32 labels cycling 0..9; each image is
+    its class's mean colour plus noise (see `pipelines.cifar10.synthetic_images`)."""
     labels = (np.arange(n) % 10).astype(np.int32)
-    return _images_for(labels, seed), labels
+    return synthetic_images(labels, seed), labels
 
 
 def _images_for(color_index, seed):
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(0.0, _NOISE_STD, size=(len(color_index), 32, 32, 3))
-    images = _CLASS_COLORS[np.asarray(color_index) % len(_CLASS_COLORS)][:, None, None, :] + noise
-    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    return synthetic_images(color_index, seed)
 
 
 class _Py2Pickler(pickle._Pickler):

@@ -1,0 +1,171 @@
+"""What every study shares: its command line, its data, running a list of
+trainings that survives interruption, and its table.
+
+A study is a list of named runs (a `Config` each). `run_study` trains them one
+after another into `study_dir/runs/<name>/`; a run whose results.json says
+`completed` or `diverged` is not trained again, so an interrupted study is
+rerun with the same command and picks up where it stopped. A diverged run is
+recorded as such and the others go on.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from davidnet.config_files import ConfigError, load_config
+from davidnet.results import check_writable, write_json_atomic, write_text_atomic
+
+FINISHED = ("completed", "diverged")
+
+
+def add_common_arguments(parser, default_results_dir):
+    """--data-dir, --results-dir, --config, --smoke, --no-verify, --compile-cache."""
+    parser.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, the Keras cache, then tensorflow-datasets)")
+    parser.add_argument("--results-dir", default=default_results_dir, help="the study's folder: tables, plots, one folder per run")
+    parser.add_argument("--config", help="settings from a TOML, JSON or YAML file (flags given on the command line win)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny CPU version on synthetic data, in seconds")
+    parser.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
+    parser.add_argument("--compile-cache", default=os.path.expanduser("~/.cache/davidnet/jax"), help="JAX compilation cache folder ('' to turn off)")
+
+
+def resolve_settings(parser, argv, settings_class):
+    """Parses `argv`; values come from (in rising order) `settings_class`'s
+    defaults, the --config file, then flags given on the command line.
+
+    The parser's flags for the settings must be named after the dataclass
+    fields (--max-lr for max_lr) and default to None.
+
+    Returns:
+        (args, settings): the argparse namespace and a `settings_class` instance.
+    """
+    args = parser.parse_args(argv)
+    values = {}
+    if args.config:
+        try:
+            values.update(load_config(args.config, settings_class))
+        except ConfigError as e:
+            parser.exit(2, f"error: {e}\n")
+    for field in dataclasses.fields(settings_class):
+        given = getattr(args, field.name, None)
+        if given is not None:
+            values[field.name] = given
+    return args, settings_class(**values)
+
+
+def load_data(args, smoke_sizes=(512, 200)):
+    """The study's data: synthetic for --smoke (unless --data-dir is given),
+    else CIFAR-10 from the usual sources. A data problem exits with one line."""
+    from davidnet.hardware import use_compilation_cache
+    from pipelines.cifar10 import DataError, load_cifar10, synthetic_cifar10
+
+    use_compilation_cache(args.compile_cache)
+    if args.smoke and not args.data_dir:
+        return synthetic_cifar10(*smoke_sizes)
+    try:
+        return load_cifar10(args.data_dir, verify=not args.no_verify)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def prepare_study_dir(study_dir, settings):
+    """Creates the study folder (or exits with one line) and saves the resolved settings."""
+    try:
+        study_dir = check_writable(study_dir)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    write_json_atomic(study_dir / "config.json", dataclasses.asdict(settings))
+    return study_dir
+
+
+def finished_results(run_dir):
+    """The results of a finished run in `run_dir`, or None."""
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return results if results.get("status") in FINISHED else None
+
+
+def run_study(runs, data, study_dir, train_fn=None):
+    """Trains each (name, Config) of `runs` unless it already finished.
+
+    Args:
+        runs: list of (name, Config); names are folder names.
+        data: a `Cifar10`.
+        study_dir: the study's folder; run i goes to study_dir/runs/<name>.
+        train_fn: the training function (default `davidnet.training.train`).
+
+    Returns:
+        The results dicts, in the order of `runs`, each with its "name".
+    """
+    if train_fn is None:
+        from davidnet.training import train as train_fn
+    all_results, spent, trained = [], 0.0, 0
+    for index, (name, config) in enumerate(runs):
+        run_dir = Path(study_dir) / "runs" / name
+        results = finished_results(run_dir)
+        prefix = f"[{index + 1}/{len(runs)}] {name}"
+        if results is not None:
+            print(f"{prefix}: already {results['status']}, skipped", flush=True)
+        else:
+            remaining = len(runs) - index
+            eta = f", ETA {_duration(spent / trained * remaining)}" if trained else ""
+            print(f"{prefix}: training{eta}", flush=True)
+            start = time.perf_counter()
+            results = train_fn(config, data, run_dir)
+            spent += time.perf_counter() - start
+            trained += 1
+            final = results.get("final_accuracy")
+            print(f"{prefix}: {results['status']}, final accuracy {final if final is None else round(final, 4)}", flush=True)
+        all_results.append({**results, "name": name})
+    return all_results
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def mean_std(values):
+    """(mean, std) of the numbers in `values`, ignoring None; std 0 for one value."""
+    values = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def format_table(rows, columns):
+    """A plain-text table of `rows` (dicts) in `columns` order."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_table(rows, columns, csv_path):
+    """Writes `rows` as CSV (atomically) and returns the text table."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(csv_path, buffer.getvalue())
+    return format_table(rows, columns)
