@@ -26,7 +26,7 @@ from davidnet.results import check_writable, write_results
 from davidnet.timing import TimeToAccuracy
 from pipelines.feeds import make_feed
 
-SCHEDULES = ("piecewise", "triangular", "triangular2", "exp_range", "onecycle")
+SCHEDULES = ("piecewise", "step", "triangular", "triangular2", "exp_range", "onecycle")
 
 
 @dataclasses.dataclass
@@ -45,6 +45,8 @@ class Config:
     label_smoothing: float = 0.0
     schedule: str = "piecewise"
     warmup_epochs: float | None = None  # piecewise peak epoch; None: 5/24 of the run (5 of 24 as DavidNet)
+    milestones: str = ""  # step: epochs at which the LR is multiplied by `decay`, e.g. "82,123"
+    decay: float = 0.1  # step: the factor at each milestone
     base_lr: float = 0.0  # cyclic: lower bound
     step_size: int | None = None  # cyclic: half-cycle in iterations (default: 2 epochs)
     gamma: float = 0.99994  # exp_range
@@ -113,6 +115,17 @@ def build_schedule(config, steps_per_epoch):
         if not 0 <= peak <= config.epochs:
             raise ValueError(f"warmup epochs must be between 0 and the {config.epochs} epochs. Got: {peak}")
         return schedules.PiecewiseLinear([0, peak, config.epochs], [0.0, config.lr, 0.0], steps_per_epoch)
+    if config.schedule == "step":
+        # He et al.'s regime: constant, divided at each milestone. Repeated knots
+        # make PiecewiseLinear jump there.
+        milestones = parse_milestones(config.milestones, config.epochs)
+        knots, values = [0.0], [config.lr]
+        for i, epoch in enumerate(milestones):
+            knots += [epoch, epoch]
+            values += [config.lr * config.decay**i, config.lr * config.decay ** (i + 1)]
+        knots.append(float(config.epochs))
+        values.append(values[-1])
+        return schedules.PiecewiseLinear(knots, values, steps_per_epoch)
     if config.schedule in ("triangular", "triangular2", "exp_range"):
         scale_fn = schedules.scale_fn_from_expression(config.scale_fn) if config.scale_fn else None
         return schedules.Cyclic(
@@ -133,6 +146,17 @@ def build_schedule(config, steps_per_epoch):
             steps_per_epoch=steps_per_epoch,
         )
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}. Got: {config.schedule!r}")
+
+
+def parse_milestones(text, epochs):
+    """'82,123' -> [82.0, 123.0]: increasing epochs inside the run."""
+    try:
+        milestones = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"milestones must be epochs separated by commas, e.g. '82,123'. Got: {text!r}") from None
+    if milestones != sorted(milestones) or any(not 0 < m < epochs for m in milestones):
+        raise ValueError(f"milestones must increase and lie between 0 and the {epochs} epochs. Got: {text!r}")
+    return milestones
 
 
 def set_precision(precision):

@@ -33,6 +33,8 @@ FLAG_HELP = {
     "label_smoothing": "label smoothing of the cross-entropy",
     "schedule": "learning-rate schedule",
     "warmup_epochs": "piecewise: epoch of the peak (default 5/24 of the epochs: 5 of 24 as DavidNet)",
+    "milestones": "step: epochs at which the learning rate is multiplied by --decay, e.g. '82,123'",
+    "decay": "step: factor at each milestone",
     "base_lr": "cyclic: lower learning rate",
     "step_size": "cyclic: half a cycle, in iterations (default 2 epochs)",
     "gamma": "exp_range: decay per iteration",

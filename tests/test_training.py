@@ -148,3 +148,11 @@ def test_host_augment_hook_runs_on_every_training_batch(tmp_path):
 
     train(Config(epochs=1, pipeline="tfdata", **TINY), tiny_data(), tmp_path, host_augment=invert)
     assert seen.count((32, 32, 32, 3)) == 256 // 32
+
+
+def test_step_schedule_divides_at_each_milestone():
+    schedule = build_schedule(Config(schedule="step", lr=0.1, epochs=10, milestones="4,8", decay=0.1), steps_per_epoch=10)
+    assert [schedule.lr_at(s) for s in (0, 39, 40, 79, 80, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    for bad in ("8,4", "0,5", "4,x", "12"):
+        with pytest.raises(ValueError, match="milestones"):
+            build_schedule(Config(schedule="step", epochs=10, milestones=bad), steps_per_epoch=10)
