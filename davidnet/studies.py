@@ -55,7 +55,10 @@ def resolve_settings(parser, argv, settings_class):
         given = getattr(args, field.name, None)
         if given is not None:
             values[field.name] = given
-    return args, settings_class(**values)
+    try:
+        return args, settings_class(**values)
+    except (TypeError, ValueError) as e:  # the settings' own checks (__post_init__)
+        parser.exit(2, f"error: {e}\n")
 
 
 def load_data(args, smoke_sizes=(512, 200)):

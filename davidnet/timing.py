@@ -61,6 +61,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
         self.seconds_to_target = None
         self.wall_to_target_s = None
         self._in_epoch = False
+        self._previous_compile_s = 0.0
 
     def on_train_begin(self, logs=None):
         self._train_begin = self.clock() - self.wall_s  # a resumed fit continues the clock
@@ -78,7 +79,8 @@ class TimeToAccuracy(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.compile_s is None:
             self._wait_for_device()
-            self.compile_s = self._epoch_compile_s = self.clock() - self._first_step_begin
+            self._epoch_compile_s = self.clock() - self._first_step_begin
+            self.compile_s = self._previous_compile_s + self._epoch_compile_s
 
     def on_test_begin(self, logs=None):
         if self._in_epoch:
@@ -114,6 +116,17 @@ class TimeToAccuracy(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.wall_s = self.clock() - self._train_begin
+
+    def restore(self, results):
+        """Continues the timings of an interrupted run (its results dict): the
+        history, totals and target carry over, and this session's first step,
+        compiled again, adds to `compile_s`. Downtime between the sessions is
+        counted nowhere."""
+        self.epochs = [dict(record) for record in results["history"]]
+        for key in ("train_s", "eval_s", "wall_s", "target_epoch", "seconds_to_target", "wall_to_target_s"):
+            setattr(self, key, results[key])
+        self._previous_compile_s = results["compile_s"] or 0.0
+        self.compile_s = None
 
     def _wait_for_device(self):
         # Reading a value back blocks until the steps that produce it are done.

@@ -16,17 +16,29 @@ wd / (1 - momentum), so SGD gets `weight_decay = config.weight_decay / (1 - mome
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
 
 from davidnet import hardware, models, schedules
+from davidnet.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from davidnet.results import check_writable, write_results
 from davidnet.timing import TimeToAccuracy
 from pipelines.feeds import make_feed
 
 SCHEDULES = ("piecewise", "step", "triangular", "triangular2", "exp_range", "onecycle")
+CHOICES = {
+    "model": ("davidnet", "resnet44"),
+    "optimizer": ("sgd", "adam"),
+    "schedule": SCHEDULES,
+    "anneal": ("cos", "linear"),
+    "crop_mode": ("reflect", "constant"),
+    "pipeline": ("auto", "device", "tfdata"),
+    "precision": ("auto", "float32", "mixed_bfloat16"),
+    "verbose": (0, 1, 2),
+}
+POSITIVE = ("epochs", "batch_size", "copies", "eval_every", "subset", "step_size", "width", "decay")
+NON_NEGATIVE = ("lr", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr", "l1", "l2", "dropout")
 
 
 @dataclasses.dataclass
@@ -70,7 +82,22 @@ class Config:
     pipeline: str = "auto"  # auto | device | tfdata
     precision: str = "auto"  # auto (bf16 on GPU) | float32 | mixed_bfloat16
     verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
+    checkpoint: bool = True  # save model and optimizer after every epoch, for --resume
     save_model: bool = True
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}. Got: {getattr(self, name)!r}")
+        for name in POSITIVE:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0. Got: {value}")
+        for name in NON_NEGATIVE:
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0. Got: {getattr(self, name)}")
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("dropout and label_smoothing must be in [0, 1)")
 
 
 def build_model(config):
@@ -168,16 +195,18 @@ def set_precision(precision):
 
 
 class EpochReport(keras.callbacks.Callback):
-    """Prints one line per epoch, stops a diverged run, and writes the results
-    folder after each epoch so nothing is lost if the run is killed."""
+    """After every epoch: prints its line, stops a diverged run, checkpoints
+    the model (unless that is off or the weights are NaN) and rewrites the
+    results folder, so a run killed at any point keeps its history."""
 
-    def __init__(self, timer, lr_callback, run_info, results_dir, epochs, verbose=True):
+    def __init__(self, timer, lr_callback, run_info, results_dir, epochs, checkpoint=True, verbose=True):
         super().__init__()
         self.timer = timer
         self.lr_callback = lr_callback
         self.run_info = run_info
         self.results_dir = results_dir
         self.total_epochs = epochs
+        self.checkpoint = checkpoint
         self.verbose = verbose
         self.diverged = None
 
@@ -198,7 +227,10 @@ class EpochReport(keras.callbacks.Callback):
                 f"test acc {test}  train {self.timer.train_s:7.2f}s  wall {record['wall_s']:7.2f}s",
                 flush=True,
             )
-        write_results(self.results_dir, collect_results(self.run_info, self.timer, self.lr_callback, "running"), plots=False)
+        results = collect_results(self.run_info, self.timer, self.lr_callback, "running", self.diverged)
+        if self.checkpoint and not self.diverged:
+            save_checkpoint(self.model, self.results_dir, epoch + 1, results)
+        write_results(self.results_dir, results, plots=False)
 
 
 def collect_results(run_info, timer, lr_callback, status, diverged=None):
@@ -216,7 +248,11 @@ def collect_results(run_info, timer, lr_callback, status, diverged=None):
     }
 
 
-def train(config, data, results_dir, host_augment=None):
+class ResumeError(ValueError):
+    """Nothing to resume, or a run that cannot be resumed; one line."""
+
+
+def train(config, data, results_dir, host_augment=None, resume=False):
     """Trains per `config` on `data` and writes `results_dir`.
 
     Args:
@@ -226,11 +262,20 @@ def train(config, data, results_dir, host_augment=None):
         host_augment: optional `f(uint8 images NHWC) -> uint8 images` applied
             to each training batch on the host in the tf.data feed (an imgaug
             `Sequential`, an albumentations pipeline over a batch, NumPy code).
+        resume: continue the run in `results_dir` from its last checkpoint
+            (model, optimizer, schedule position, history and timings).
 
     Returns:
-        The results dict (also in results.json).
+        The results dict (also in results.json). Its status is "completed",
+        "diverged", or "interrupted" (Ctrl-C; the checkpoint stays for --resume).
     """
     results_dir = check_writable(results_dir)  # before any training, not after it
+    state = load_checkpoint(results_dir) if resume else None
+    if resume and state is None:
+        raise ResumeError(
+            f"nothing to resume in {results_dir}: no checkpoint there (runs save one after "
+            "each epoch unless --no-checkpoint); start the run without --resume"
+        )
     keras.utils.set_random_seed(config.seed)
     precision = set_precision(config.precision)
     x_train, y_train = data.x_train, data.y_train
@@ -265,29 +310,54 @@ def train(config, data, results_dir, host_augment=None):
         },
         "model_params": model.count_params(),
         "steps_per_epoch": steps_per_epoch,
+        "resumed": [],
     }
-    report = EpochReport(timer, lr_callback, run_info, results_dir, config.epochs)
+    initial_epoch = 0
+    if state is not None:
+        initial_epoch = _restore(model, state, timer, lr_callback, run_info)
+        print(f"resuming {results_dir} after epoch {initial_epoch} of {config.epochs}")
+    report = EpochReport(timer, lr_callback, run_info, results_dir, config.epochs, config.checkpoint)
     y_test = np.eye(num_classes, dtype="float32")[data.y_test]
-    model.fit(
-        feed,
-        epochs=config.epochs,
-        validation_data=(data.x_test, y_test),
-        validation_freq=config.eval_every,
-        validation_batch_size=1000,
-        shuffle=False,  # the feeds shuffle once per epoch themselves
-        # Our own ProgbarLogger, listed before the report, so the bar's line is
-        # finished before the epoch line is printed.
-        callbacks=[lr_callback, timer, keras.callbacks.ProgbarLogger(), report],
-        verbose=config.verbose,
-    )
-    if timer.epochs and "val_accuracy" not in timer.epochs[-1]:
-        _evaluate_last_epoch(model, timer, data.x_test, y_test)
-    status = "diverged" if report.diverged else "completed"
+    status = None
+    try:
+        model.fit(
+            feed,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=(data.x_test, y_test),
+            validation_freq=config.eval_every,
+            validation_batch_size=1000,
+            shuffle=False,  # the feeds shuffle once per epoch themselves
+            # Our own ProgbarLogger, listed before the report, so the bar's line is
+            # finished before the epoch line is printed.
+            callbacks=[lr_callback, timer, keras.callbacks.ProgbarLogger(), report],
+            verbose=config.verbose,
+        )
+    except KeyboardInterrupt:
+        status = "interrupted"
+        print(f"\ninterrupted after epoch {len(timer.epochs)}; continue with --resume --results-dir {results_dir}")
+    if status is None:
+        if timer.epochs and "val_accuracy" not in timer.epochs[-1]:
+            _evaluate_last_epoch(model, timer, data.x_test, y_test)
+        status = "diverged" if report.diverged else "completed"
     results = collect_results(run_info, timer, lr_callback, status, report.diverged)
     write_results(results_dir, results)
-    if config.save_model and status == "completed":
+    if status == "completed" and config.save_model:
         model.save(results_dir / "model.keras")
+    if status != "interrupted":
+        remove_checkpoint(results_dir)  # finished: model.keras and results.json hold it
     return results
+
+
+def _restore(model, state, timer, lr_callback, run_info):
+    """Loads a checkpoint into a freshly compiled run; returns the epoch to start at."""
+    model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
+    model.load_weights(state["weights_path"])
+    previous = state["results"]
+    timer.restore(previous)
+    lr_callback.history = [tuple(pair) for pair in previous["lr_history"]]
+    run_info["resumed"] = previous.get("resumed", []) + [{"after_epoch": state["epoch"]}]
+    return state["epoch"]
 
 
 def _evaluate_last_epoch(model, timer, x_test, y_test):
@@ -322,6 +392,3 @@ def summary_line(results):
         )
     return f"target {target:.4f} not reached in {results['epochs_completed']} epochs; final test accuracy {final_text}; {times}"
 
-
-def is_finite(value):
-    return isinstance(value, float) and math.isfinite(value)

@@ -18,7 +18,8 @@ import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
-from davidnet.training import SCHEDULES, Config  # noqa: E402  (after the env var)
+from davidnet.studies import resolve_settings  # noqa: E402  (after the env var)
+from davidnet.training import CHOICES, NON_NEGATIVE, POSITIVE, Config  # noqa: E402
 
 FLAG_HELP = {
     "model": "network: davidnet (ResNet-9) or resnet44",
@@ -59,42 +60,33 @@ FLAG_HELP = {
     "precision": "auto (mixed bf16 on a GPU), float32, mixed_bfloat16",
     "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
     "save_model": "save the trained model as model.keras",
+    "checkpoint": "save model and optimizer after every epoch (for --resume)",
 }
-CHOICES = {
-    "model": ("davidnet", "resnet44"),
-    "optimizer": ("sgd", "adam"),
-    "schedule": SCHEDULES,
-    "anneal": ("cos", "linear"),
-    "crop_mode": ("reflect", "constant"),
-    "pipeline": ("auto", "device", "tfdata"),
-    "precision": ("auto", "float32", "mixed_bfloat16"),
-    "verbose": (0, 1, 2),
-}
-POSITIVE = ("epochs", "batch_size", "copies", "eval_every", "subset", "step_size", "width")
-NON_NEGATIVE = ("lr", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr", "l1", "l2", "dropout")
-
-
 def build_parser(defaults=Config()):
     parser = argparse.ArgumentParser(
         prog="python -m experiments.davidnet",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data and output")
     data.add_argument("--data-dir", help="CIFAR-10 folder (cifar-10-batches-py or train/ and test/ image folders); default $CIFAR10_DIR, the Keras cache, then tensorflow-datasets")
     data.add_argument("--results-dir", help="folder for results.json, dawnbench.tsv/json, plots (default runs/davidnet-<time>)")
+    data.add_argument("--config", help="recipe settings from a TOML, JSON or YAML file; flags given on the command line win")
+    data.add_argument("--resume", action="store_true", help="continue the interrupted run in --results-dir from its last epoch, with its saved settings")
     data.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
     data.add_argument("--resize", action="store_true", help="resize images that are not 32x32")
     data.add_argument("--compile-cache", default=os.path.expanduser("~/.cache/davidnet/jax"), help="JAX persistent compilation cache folder ('' to turn off)")
-    recipe = parser.add_argument_group("recipe")
+    recipe = parser.add_argument_group("recipe (defaults: DavidNet's DAWNBench entry)")
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        shown = "5/24 of the epochs" if field.name == "warmup_epochs" else default
+        help_text = f"{FLAG_HELP[field.name]} (default: {shown})"
+        # Defaults stay None here so that a config file can fill what the flags leave out.
         if field.type is bool:
-            recipe.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=FLAG_HELP[field.name])
+            recipe.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
         kind = _scalar_type(field.type)
-        recipe.add_argument(flag, type=_checked(kind, field.name), default=default, choices=CHOICES.get(field.name), help=FLAG_HELP[field.name])
+        recipe.add_argument(flag, type=_checked(kind, field.name), default=None, choices=CHOICES.get(field.name), help=help_text)
     return parser
 
 
@@ -122,14 +114,16 @@ def _checked(kind, name):
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    config = Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
-    results_dir = args.results_dir or time.strftime("runs/davidnet-%Y%m%d-%H%M%S")
+    args, config = resolve_settings(parser, argv, Config)
 
     from davidnet.hardware import use_compilation_cache
     from davidnet.results import check_writable
+    from davidnet.training import ResumeError, summary_line, train
     from pipelines.cifar10 import DataError, load_cifar10
 
+    if args.resume:
+        config = _saved_config(parser, args)
+    results_dir = args.results_dir or time.strftime("runs/davidnet-%Y%m%d-%H%M%S")
     try:
         use_compilation_cache(args.compile_cache)
         check_writable(results_dir)
@@ -144,12 +138,34 @@ def main(argv=None):
         print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10 (91% here ~ 94% there)")
     print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
 
-    from davidnet.training import summary_line, train
-
-    results = train(config, data, results_dir)
+    try:
+        results = train(config, data, results_dir, resume=args.resume)
+    except (ResumeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(summary_line(results))
     print(f"results: {results_dir}")
-    return 1 if results["status"] == "diverged" else 0
+    return {"completed": 0, "diverged": 1, "interrupted": 130}[results["status"]]
+
+
+def _saved_config(parser, args):
+    """--resume: the interrupted run's own settings, so it ends as it began."""
+    import json
+
+    from davidnet.checkpoint import load_checkpoint
+
+    given = [f.name for f in dataclasses.fields(Config) if getattr(args, f.name) is not None]
+    if given or args.config:
+        parser.error("--resume continues with the run's saved settings: drop the recipe flags and --config")
+    if not args.results_dir:
+        parser.error("--resume needs --results-dir, the folder of the run to continue")
+    state = load_checkpoint(args.results_dir)
+    if state is None:
+        finished = os.path.join(args.results_dir, "results.json")
+        status = json.load(open(finished)).get("status") if os.path.exists(finished) else None
+        why = f"it already {status}" if status in ("completed", "diverged") else "it holds no checkpoint"
+        parser.exit(2, f"error: nothing to resume in {args.results_dir}: {why}\n")
+    return Config(**state["results"]["config"])
 
 
 if __name__ == "__main__":

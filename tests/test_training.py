@@ -77,6 +77,18 @@ def test_a_diverging_run_stops_and_says_so(tmp_path, capsys):
     assert summary_line(results).startswith("diverged at epoch 1")
 
 
+def run_main(capsys, *args):
+    """The CLI in-process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from experiments.davidnet import main
+
+    try:
+        code = main(["--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", ""), *args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def run_cli(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "experiments.davidnet", "--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", ""), *args],
@@ -123,18 +135,18 @@ def test_cli_end_to_end_summary_agrees_with_results_json(image_dir, tmp_path):
         (["--batch-size", "5000"], "larger than the 200 training images"),
     ],
 )
-def test_cli_rejects_bad_arguments_with_one_clear_line(image_dir, tmp_path, args, message):
-    proc = run_cli("--data-dir", str(image_dir), "--results-dir", str(tmp_path / "r"), *args)
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_cli_rejects_bad_arguments_with_one_clear_line(image_dir, tmp_path, capsys, args, message):
+    code, _, err = run_main(capsys, "--data-dir", str(image_dir), "--results-dir", str(tmp_path / "r"), *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
 
 
-def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path):
-    proc = run_cli("--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path, capsys):
+    code, _, err = run_main(capsys, "--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "r"))
+    assert code == 2
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(tmp_path / "nowhere") in errors[0]
 
 
