@@ -1,0 +1,111 @@
+"""Place a run on the CIFAR-10 time-to-94% leaderboard (DAWNBench and the records since).
+
+    python -m experiments.dawnbench runs/davidnet-1/results.json
+    python -m experiments.dawnbench runs/seed*/results.json --label "DavidNet, JAX"   # median of n
+    python -m experiments.dawnbench --smoke        # a made-up example run, to see the output
+
+Prints the leaderboard with the run inserted at its rank, and writes
+dawnbench_comparison.csv and dawnbench.png (log time axis) into --results-dir
+(default: the first run's folder). Only a fair comparison is ranked: real
+CIFAR-10, target 0.94, reached by every run. A run on the JPEG copy (where 91%
+is the DavidNet-equivalent of 94%) or on synthetic data is shown apart, with
+the reason, and never ranked.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports keras
+
+from davidnet import leaderboard  # noqa: E402  (after the env var)
+from davidnet.results import check_writable, write_json_atomic  # noqa: E402
+from davidnet.studies import format_table, resolve_settings, write_table  # noqa: E402
+
+
+@dataclasses.dataclass
+class Settings:
+    label: str = "this run"  # the run's name in the table and the plot
+    timing: str = "train"  # which time is compared: train, wall or train+compile (see leaderboard.TIMINGS)
+    title: str = ""  # the plot's title ("" for the default)
+    plot: bool = True  # draw dawnbench.png
+
+
+def example_results():
+    """A made-up results.json for --smoke: real CIFAR-10, 30 s to 94% on one H200. Not a measurement."""
+    return {
+        "status": "example",
+        "note": "made up by experiments.dawnbench --smoke: not a measurement",
+        "backend": "jax",
+        "platform": "gpu",
+        "device": "NVIDIA H200",
+        "device_count": 1,
+        "versions": {"keras": "3.15.1", "jax": "0.10.2"},
+        "target": 0.94,
+        "target_epoch": 24,
+        "seconds_to_target": 30.0,
+        "wall_to_target_s": 41.0,
+        "compile_s": 9.0,
+        "final_accuracy": 0.9412,
+        "data": {"source": "example", "image_format": "pickle", "jpeg_copy": False},
+        "history": [],
+    }
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.dawnbench",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("results", nargs="*", metavar="RESULTS_JSON", help="a run's results.json; several (e.g. seeds) are compared by their median")
+    parser.add_argument("--results-dir", help="where dawnbench_comparison.csv and dawnbench.png go (default: the first run's folder)")
+    parser.add_argument("--config", help="settings from a TOML, JSON or YAML file (flags given on the command line win)")
+    parser.add_argument("--smoke", action="store_true", help="without RESULTS_JSON: place a made-up example run (30 s on an H200)")
+    parser.add_argument("--label", default=None, help="the run's name in the table and plot (default 'this run')")
+    parser.add_argument("--timing", default=None, choices=tuple(leaderboard.TIMINGS), help="which of the run's times is compared (default train: compilation and evaluation excluded)")
+    parser.add_argument("--title", default=None, help="the plot's title")
+    parser.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None, help="draw dawnbench.png (default on)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args, settings = resolve_settings(parser, argv, Settings)
+    if settings.timing not in leaderboard.TIMINGS:
+        parser.error(f"timing must be one of {', '.join(leaderboard.TIMINGS)}, got {settings.timing!r}")
+    paths = list(args.results)
+    results_dir = args.results_dir
+    try:
+        if not paths:
+            if not args.smoke:
+                parser.error("pass one or more RESULTS_JSON (or --smoke for a made-up example)")
+            results_dir = check_writable(results_dir or "runs/dawnbench-smoke")
+            paths = [results_dir / "example_results.json"]
+            write_json_atomic(paths[0], example_results())
+            if settings.label == Settings.label:
+                settings.label = "example run (made up, not measured)"
+        run = leaderboard.place_runs(paths, settings.label, settings.timing)
+        results_dir = check_writable(results_dir or Path(paths[0]).parent)
+    except (leaderboard.ResultsError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    entries = leaderboard.leaderboard()
+    rows = leaderboard.table_rows(entries, run)
+    write_table(rows, leaderboard.CSV_COLUMNS, results_dir / "dawnbench_comparison.csv")
+    print(format_table(leaderboard.printable([r for r in rows if r["rank"] is not None]), leaderboard.TABLE_COLUMNS))
+    print()
+    print(f"run time: {leaderboard.TIMINGS[settings.timing]}")
+    print(leaderboard.summary_line(run, entries))
+    written = [results_dir / "dawnbench_comparison.csv"]
+    if settings.plot:
+        leaderboard.plot_leaderboard(rows, run, results_dir / "dawnbench.png", settings.title or None, settings.timing)
+        written.append(results_dir / "dawnbench.png")
+    print("written: " + ", ".join(map(str, written)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
