@@ -55,5 +55,23 @@ def use_compilation_cache(cache_dir):
     return True
 
 
+def device_memory_free():
+    """Free bytes on the first accelerator, or None where that is not known
+    (the CPU, or a backend that does not say)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats()
+        if stats and "bytes_limit" in stats:
+            return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    return None
+
+
+def is_out_of_memory(error):
+    """Whether an exception from a train step is the accelerator running out of memory."""
+    text = f"{type(error).__name__}: {error}"
+    return any(mark in text for mark in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM when allocating"))
+
+
 def has_gpu():
     return describe()["platform"] == "gpu"

@@ -98,20 +98,49 @@ def finished_results(run_dir):
     return results if results.get("status") in FINISHED else None
 
 
-def run_study(runs, data, study_dir, train_fn=None):
+def check_reusable(runs, study_dir):
+    """A finished run is skipped by name: refuse one trained with other settings
+    (e.g. other --epochs) rather than report it as this study's. Raises ValueError."""
+    for name, config in runs:
+        results = finished_results(Path(study_dir) / "runs" / name)
+        if results is None:
+            continue
+        old, new = results.get("config", {}), dataclasses.asdict(config)
+        changed = [f"{key} {old[key]!r} there, {new[key]!r} now" for key in new if key in old and old[key] != new[key]]
+        if changed:
+            raise ValueError(
+                f"{study_dir}/runs/{name} was trained with other settings ({'; '.join(changed)}): use another --results-dir"
+            )
+
+
+def train_in_fresh_session(config, data, run_dir):
+    """`train`, after dropping the previous run's models: a study builds many in one process."""
+    import keras
+
+    from davidnet.training import train
+
+    keras.backend.clear_session()
+    return train(config, data, run_dir)
+
+
+def run_study(runs, data, study_dir, train_fn=train_in_fresh_session):
     """Trains each (name, Config) of `runs` unless it already finished.
 
     Args:
         runs: list of (name, Config); names are folder names.
         data: a `Cifar10`.
         study_dir: the study's folder; run i goes to study_dir/runs/<name>.
-        train_fn: the training function (default `davidnet.training.train`).
+        train_fn: the training function (default: `train` in a fresh Keras session).
 
     Returns:
         The results dicts, in the order of `runs`, each with its "name".
+
+    Raises:
+        ValueError: a finished run of the same name had other settings.
+        KeyboardInterrupt: a run was interrupted (Ctrl-C); the study stops there,
+            and the same command continues it.
     """
-    if train_fn is None:
-        from davidnet.training import train as train_fn
+    check_reusable(runs, study_dir)
     all_results, spent, trained = [], 0.0, 0
     for index, (name, config) in enumerate(runs):
         run_dir = Path(study_dir) / "runs" / name
@@ -125,6 +154,9 @@ def run_study(runs, data, study_dir, train_fn=None):
             print(f"{prefix}: training{eta}", flush=True)
             start = time.perf_counter()
             results = train_fn(config, data, run_dir)
+            if results["status"] == "interrupted":
+                print(f"{prefix}: interrupted; run the same command again to continue the study", flush=True)
+                raise KeyboardInterrupt
             spent += time.perf_counter() - start
             trained += 1
             final = results.get("final_accuracy")

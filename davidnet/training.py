@@ -268,6 +268,10 @@ def train(config, data, results_dir, host_augment=None, resume=False):
     Returns:
         The results dict (also in results.json). Its status is "completed",
         "diverged", or "interrupted" (Ctrl-C; the checkpoint stays for --resume).
+
+    Raises:
+        MemoryError: the data or a batch does not fit the accelerator (the
+            message names the sizes; results so far are written first).
     """
     results_dir = check_writable(results_dir)  # before any training, not after it
     state = load_checkpoint(results_dir) if resume else None
@@ -286,7 +290,7 @@ def train(config, data, results_dir, host_augment=None, resume=False):
     feed = make_feed(
         config.pipeline, x_train, y_train, config.batch_size,
         num_classes=num_classes, seed=config.seed, mixup_alpha=config.mixup, copies=config.copies,
-        host_augment=host_augment,
+        host_augment=host_augment, free_bytes=hardware.device_memory_free(),
     )
     steps_per_epoch = len(x_train) // config.batch_size
     model = build_model(config)
@@ -336,6 +340,17 @@ def train(config, data, results_dir, host_augment=None, resume=False):
     except KeyboardInterrupt:
         status = "interrupted"
         print(f"\ninterrupted after epoch {len(timer.epochs)}; continue with --resume --results-dir {results_dir}")
+    except Exception as e:
+        if not hardware.is_out_of_memory(e):
+            raise
+        per_step = config.batch_size * config.copies
+        results = collect_results(run_info, timer, lr_callback, "out_of_memory", report.diverged)
+        write_results(results_dir, {**results, "error": str(e).splitlines()[0][:500]})
+        raise MemoryError(
+            f"out of memory on the accelerator at batch size {config.batch_size}"
+            + (f" x {config.copies} copies = {per_step} images per step" if config.copies > 1 else "")
+            + ": lower --batch-size (results so far are in the results folder)"
+        ) from None
     if status is None:
         if timer.epochs and "val_accuracy" not in timer.epochs[-1]:
             _evaluate_last_epoch(model, timer, data.x_test, y_test)

@@ -140,7 +140,7 @@ def main(argv=None):
 
     try:
         results = train(config, data, results_dir, resume=args.resume)
-    except (ResumeError, ValueError) as e:
+    except (ResumeError, ValueError, MemoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary_line(results))

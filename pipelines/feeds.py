@@ -184,11 +184,38 @@ def _checked_host_augment(fn, batch):
 FEEDS = ("device", "tfdata")
 
 
-def make_feed(kind, images, labels, batch_size, **kwargs):
+def _tensorflow_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+# The device feed may take this share of the accelerator's free memory; the
+# rest is for the model, its activations and the compiled programs.
+DEVICE_SHARE = 0.5
+
+
+def make_feed(kind, images, labels, batch_size, free_bytes=None, **kwargs):
     """Builds a training feed by name: "device", "tfdata" or "auto"
-    (tf.data on the TensorFlow backend, the device feed elsewhere)."""
+    (tf.data on the TensorFlow backend, the device feed elsewhere).
+
+    Args:
+        free_bytes: the accelerator's free memory (None: unknown, no check).
+            A training set over `DEVICE_SHARE` of it does not go on the device:
+            "auto" falls back to tf.data if TensorFlow is installed, and
+            "device" (or "auto" without TensorFlow) stops with the sizes.
+    """
+    requested = kind
     if kind == "auto":
         kind = "tfdata" if keras.backend.backend() == "tensorflow" else "device"
+    needed = np.asarray(images).nbytes + np.asarray(labels).nbytes
+    if kind == "device" and free_bytes is not None and needed > DEVICE_SHARE * free_bytes:
+        sizes = f"the training set needs {needed / 2**20:.0f} MiB and the accelerator has {free_bytes / 2**20:.0f} MiB free"
+        if requested == "auto" and _tensorflow_installed():
+            print(f"note: {sizes}: streaming it with tf.data instead of keeping it on the device")
+            kind = "tfdata"
+        else:
+            raise MemoryError(f"{sizes}: use --pipeline tfdata (needs TensorFlow) or --subset N")
     if kind == "tfdata":
         return tfdata_feed(images, labels, batch_size, **kwargs)
     if kind == "device":

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from keras import ops
 
-from pipelines import feeds
 from pipelines.augment import BatchAugmentation
 from pipelines.feeds import DeviceFeed, make_feed, tfdata_feed
 from tests.datasets import synthetic_arrays

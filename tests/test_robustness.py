@@ -6,8 +6,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import keras
 import pytest
 
 from davidnet.training import Config, ResumeError, train
@@ -172,3 +172,32 @@ def test_cli_config_file_and_its_errors(image_dir, tmp_path, capsys):
         code, _, err = run_main(capsys, "--config", str(bad), "--data-dir", str(image_dir), "--results-dir", str(tmp_path / "r"))
         assert code == 2 and message in err, err[-1000:]
         assert "Traceback" not in err
+
+
+def test_a_training_set_too_big_for_the_device_falls_back_or_stops_with_the_sizes(capsys):
+    from pipelines.feeds import DeviceFeed, make_feed
+
+    x, y = tiny_data().x_train, tiny_data().y_train  # 256 images: 786 KiB
+    feed = make_feed("auto", x, y, 32, free_bytes=1 << 20)
+    if keras.backend.backend() == "tensorflow":
+        assert not isinstance(feed, DeviceFeed)  # tf.data is the default there anyway
+    else:
+        assert not isinstance(feed, DeviceFeed)
+        assert "streaming it with tf.data" in capsys.readouterr().out
+    with pytest.raises(MemoryError, match=r"needs 1 MiB and the accelerator has 1 MiB free: use --pipeline tfdata"):
+        make_feed("device", x, y, 32, free_bytes=1 << 20)
+    assert isinstance(make_feed("device", x, y, 32, free_bytes=1 << 30), DeviceFeed)
+
+
+def test_out_of_memory_names_the_batch_size_and_keeps_the_results(tmp_path, monkeypatch, image_dir, capsys):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 34359738368 bytes.")
+
+    monkeypatch.setattr(keras.Model, "fit", out_of_memory)
+    with pytest.raises(MemoryError, match=r"at batch size 32 x 4 copies = 128 images per step: lower --batch-size"):
+        train(Config(epochs=1, copies=4, **TINY), tiny_data(), tmp_path / "oom")
+    assert json.loads((tmp_path / "oom" / "results.json").read_text())["status"] == "out_of_memory"
+    code, _, err = run_main(capsys, "--epochs", "1", "--width", "0.125", "--batch-size", "32",
+                            "--data-dir", str(image_dir), "--results-dir", str(tmp_path / "cli"))
+    assert code == 2 and "error: out of memory on the accelerator at batch size 32" in err
+    assert "Traceback" not in err

@@ -17,7 +17,7 @@ def fake_train(statuses):
     def train(config, data, run_dir):
         calls.append(run_dir.name)
         run_dir.mkdir(parents=True, exist_ok=True)
-        results = {"status": statuses.get(run_dir.name, "completed"), "final_accuracy": config.lr}
+        results = {"status": statuses.get(run_dir.name, "completed"), "final_accuracy": config.lr, "config": dataclasses.asdict(config)}
         write_json_atomic(run_dir / "results.json", results)
         return results
 
@@ -117,3 +117,13 @@ def test_flags_win_over_the_config_file(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         resolve_settings(parser, ["--config", str(path)], Settings)
     assert exit_info.value.code == 2
+
+
+def test_a_finished_run_with_other_settings_is_refused_and_ctrl_c_stops_the_study(tmp_path):
+    run_study([("a", Config(lr=0.1))], None, tmp_path, train_fn=fake_train({}))
+    with pytest.raises(ValueError, match=r"runs/a was trained with other settings \(lr 0.1 there, 0.2 now\)"):
+        run_study([("a", Config(lr=0.2))], None, tmp_path, train_fn=fake_train({}))
+    interrupted = fake_train({"b": "interrupted"})
+    with pytest.raises(KeyboardInterrupt):
+        run_study([("b", Config()), ("c", Config())], None, tmp_path, train_fn=interrupted)
+    assert interrupted.calls == ["b"]
