@@ -53,7 +53,8 @@ class Config:
     lr: float = 0.4  # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4  # coupled-L2 value for SGD (see module docstring)
-    clipnorm: float | None = None  # gradient clipping (the Adam one-cycle recipe)
+    clipnorm: float | None = None  # clip each gradient's norm
+    clipvalue: float | None = None  # clip each gradient element (the Adam one-cycle recipe: 0.1)
     label_smoothing: float = 0.0
     schedule: str = "piecewise"
     warmup_epochs: float | None = None  # piecewise peak epoch; None: 5/24 of the run (5 of 24 as DavidNet)
@@ -127,10 +128,14 @@ def build_optimizer(config):
             nesterov=True,
             weight_decay=config.weight_decay / (1.0 - config.momentum) or None,
             clipnorm=config.clipnorm,
+            clipvalue=config.clipvalue,
         )
     if config.optimizer == "adam":
         return keras.optimizers.Adam(
-            learning_rate=0.0, weight_decay=config.weight_decay or None, clipnorm=config.clipnorm
+            learning_rate=0.0,
+            weight_decay=config.weight_decay or None,
+            clipnorm=config.clipnorm,
+            clipvalue=config.clipvalue,
         )
     raise ValueError(f"optimizer must be sgd or adam. Got: {config.optimizer!r}")
 

@@ -31,6 +31,7 @@ FLAG_HELP = {
     "momentum": "SGD momentum",
     "weight_decay": "weight decay (SGD: the coupled-L2 value of the original, mapped for Keras; Adam: decoupled)",
     "clipnorm": "clip each gradient to this norm",
+    "clipvalue": "clip each gradient element to [-v, v]",
     "label_smoothing": "label smoothing of the cross-entropy",
     "schedule": "learning-rate schedule",
     "warmup_epochs": "piecewise: epoch of the peak (default 5/24 of the epochs: 5 of 24 as DavidNet)",

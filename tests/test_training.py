@@ -168,3 +168,16 @@ def test_step_schedule_divides_at_each_milestone():
     for bad in ("8,4", "0,5", "4,x", "12"):
         with pytest.raises(ValueError, match="milestones"):
             build_schedule(Config(schedule="step", epochs=10, milestones=bad), steps_per_epoch=10)
+
+
+def test_the_adam_one_cycle_recipe_file_builds_its_optimizer_and_schedule():
+    from davidnet.config_files import load_config
+
+    config = Config(**load_config(ROOT / "experiments" / "recipes" / "resnet9_adam_onecycle.toml", Config))
+    optimizer = build_optimizer(config)
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert optimizer.clipvalue == pytest.approx(0.1) and optimizer.weight_decay == pytest.approx(1e-4)
+    schedule = build_schedule(config, steps_per_epoch=125)
+    peak = int(0.3 * 8 * 125)
+    assert schedule.lr_at(peak) == pytest.approx(0.01)
+    assert schedule.lr_at(0) == pytest.approx(0.01 / 25)
