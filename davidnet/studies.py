@@ -22,6 +22,8 @@ from davidnet.config_files import ConfigError, load_config
 from davidnet.results import check_writable, write_json_atomic, write_text_atomic
 
 FINISHED = ("completed", "diverged")
+# Settings that change what a run prints or keeps, not its results.
+NOT_RESULTS = ("verbose", "save_model", "checkpoint")
 
 
 def add_common_arguments(parser, default_results_dir):
@@ -106,7 +108,11 @@ def check_reusable(runs, study_dir):
         if results is None:
             continue
         old, new = results.get("config", {}), dataclasses.asdict(config)
-        changed = [f"{key} {old[key]!r} there, {new[key]!r} now" for key in new if key in old and old[key] != new[key]]
+        changed = [
+            f"{key} {old[key]!r} there, {new[key]!r} now"
+            for key in new
+            if key in old and key not in NOT_RESULTS and old[key] != new[key]
+        ]
         if changed:
             raise ValueError(
                 f"{study_dir}/runs/{name} was trained with other settings ({'; '.join(changed)}): use another --results-dir"
