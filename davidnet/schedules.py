@@ -211,7 +211,8 @@ class LearningRateCallback(keras.callbacks.Callback):
         # a resumed fit continue the schedule without per-batch host syncs.
         model = self.model
         self._optimizer = model.optimizer
-        self._step = int(self._optimizer.iterations)
+        # convert_to_numpy: under MirroredStrategy `iterations` is a MirroredVariable, which int() refuses.
+        self._step = int(keras.ops.convert_to_numpy(self._optimizer.iterations))
         self._epoch_start_step = self._step
         self._steps_per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
         self._sync_before_assign = keras.backend.backend() == "jax"

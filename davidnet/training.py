@@ -22,6 +22,7 @@ import numpy as np
 
 from davidnet import hardware, models, schedules
 from davidnet.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from davidnet.distribute import data_parallel, parse_devices, process_share
 from davidnet.results import check_writable, write_results
 from davidnet.timing import TimeToAccuracy
 from pipelines.feeds import make_feed
@@ -82,6 +83,7 @@ class Config:
     subset: int | None = None  # first N training images
     pipeline: str = "auto"  # auto | device | tfdata
     precision: str = "auto"  # auto (bf16 on GPU) | float32 | mixed_bfloat16
+    devices: str = "1"  # data parallelism: "1", N or "all" devices; batch_size is the global batch
     verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
     checkpoint: bool = True  # save model and optimizer after every epoch, for --resume
     save_model: bool = True
@@ -99,6 +101,7 @@ class Config:
                 raise ValueError(f"{name} must be >= 0. Got: {getattr(self, name)}")
         if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
             raise ValueError("dropout and label_smoothing must be in [0, 1)")
+        self.devices = str(parse_devices(self.devices))
 
 
 def build_model(config):
@@ -277,7 +280,15 @@ def train(config, data, results_dir, host_augment=None, resume=False):
     Raises:
         MemoryError: the data or a batch does not fit the accelerator (the
             message names the sizes; results so far are written first).
+        ValueError: among others, more `config.devices` than exist, or a batch
+            size that does not split across them.
     """
+    # Model, optimizer, feed and fit all inside the distribution (devices "1": none).
+    with data_parallel(config.devices, config.batch_size) as devices:
+        return _train(config, data, results_dir, host_augment, resume, devices)
+
+
+def _train(config, data, results_dir, host_augment, resume, devices):
     results_dir = check_writable(results_dir)  # before any training, not after it
     state = load_checkpoint(results_dir) if resume else None
     if resume and state is None:
@@ -295,7 +306,7 @@ def train(config, data, results_dir, host_augment=None, resume=False):
     feed = make_feed(
         config.pipeline, x_train, y_train, config.batch_size,
         num_classes=num_classes, seed=config.seed, mixup_alpha=config.mixup, copies=config.copies,
-        host_augment=host_augment, free_bytes=hardware.device_memory_free(),
+        host_augment=host_augment, free_bytes=hardware.device_memory_free(), process=process_share(),
     )
     steps_per_epoch = len(x_train) // config.batch_size
     model = build_model(config)
@@ -310,6 +321,7 @@ def train(config, data, results_dir, host_augment=None, resume=False):
         "config": dataclasses.asdict(config),
         "precision": precision,
         **hardware.describe(),
+        "devices": devices,  # used for data parallelism (device_count: all there are)
         "data": {
             "source": data.source,
             "image_format": data.image_format,
@@ -401,6 +413,8 @@ def summary_line(results):
     final = results["final_accuracy"]
     final_text = f"{final:.4f}" if final is not None else "n/a"
     times = f"train {results['train_s']:.2f}s, compile {results['compile_s'] or 0:.2f}s, wall {results['wall_s']:.2f}s"
+    if results.get("devices", 1) > 1:
+        times += f" on {results['devices']} devices"
     if results["status"] == "diverged":
         d = results["diverged"]
         return f"diverged at epoch {d['epoch']} (learning rate {d['lr']:.4g}); {times}"

@@ -59,6 +59,7 @@ FLAG_HELP = {
     "subset": "train on the first N training images",
     "pipeline": "training feed: auto (tf.data on TensorFlow, device elsewhere), device, tfdata",
     "precision": "auto (mixed bf16 on a GPU), float32, mixed_bfloat16",
+    "devices": "data-parallel devices: 1, N or all (JAX: keras.distribution.DataParallel; TensorFlow: MirroredStrategy); --batch-size is the global batch, split across them",
     "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
     "save_model": "save the trained model as model.keras",
     "checkpoint": "save model and optimizer after every epoch (for --resume)",

@@ -42,6 +42,9 @@ class DeviceFeed(keras.utils.PyDataset):
         seed: seeds the per-epoch permutation and mixup.
         mixup_alpha: Beta(alpha, alpha) mixup; 0 turns it off.
         copies: batch augmentation: each sample this many times per batch.
+        process: (index, count) of this process in a multi-host run: every
+            process draws the same permutation and takes rows index::count of
+            each global batch, so together they feed each sample once.
 
     Example:
     ```python
@@ -59,9 +62,11 @@ class DeviceFeed(keras.utils.PyDataset):
         seed=0,
         mixup_alpha=0.0,
         copies=1,
+        process=(0, 1),
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         check_batch_size(len(images), batch_size)
+        self.process_index, self.process_count = process
         self.num_samples = len(images)
         self.batch_size = batch_size
         self.num_classes = num_classes
@@ -86,7 +91,7 @@ class DeviceFeed(keras.utils.PyDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
         start = index * self.batch_size
-        batch = self.order[start : start + self.batch_size]
+        batch = self.order[start : start + self.batch_size][self.process_index :: self.process_count]
         images = ops.take(self.images, batch, axis=0)
         labels = ops.one_hot(ops.take(self.labels, batch, axis=0), self.num_classes)
         return label_mixing(images, labels, self.mixup_alpha, self.copies, self._seed_generator)
@@ -195,7 +200,7 @@ def _tensorflow_installed():
 DEVICE_SHARE = 0.5
 
 
-def make_feed(kind, images, labels, batch_size, free_bytes=None, **kwargs):
+def make_feed(kind, images, labels, batch_size, free_bytes=None, process=(0, 1), **kwargs):
     """Builds a training feed by name: "device", "tfdata" or "auto"
     (tf.data on the TensorFlow backend, the device feed elsewhere).
 
@@ -204,6 +209,7 @@ def make_feed(kind, images, labels, batch_size, free_bytes=None, **kwargs):
             A training set over `DEVICE_SHARE` of it does not go on the device:
             "auto" falls back to tf.data if TensorFlow is installed, and
             "device" (or "auto" without TensorFlow) stops with the sizes.
+        process: (index, count) of this host in a multi-host run (see `DeviceFeed`).
     """
     requested = kind
     if kind == "auto":
@@ -217,9 +223,11 @@ def make_feed(kind, images, labels, batch_size, free_bytes=None, **kwargs):
         else:
             raise MemoryError(f"{sizes}: use --pipeline tfdata (needs TensorFlow) or --subset N")
     if kind == "tfdata":
+        if process[1] > 1:
+            raise ValueError("a multi-host run needs the device feed: use --pipeline device")
         return tfdata_feed(images, labels, batch_size, **kwargs)
     if kind == "device":
         if kwargs.pop("host_augment", None) is not None:
             raise ValueError("host_augment runs in the tf.data feed only: use --pipeline tfdata")
-        return DeviceFeed(images, labels, batch_size, **kwargs)
+        return DeviceFeed(images, labels, batch_size, process=process, **kwargs)
     raise ValueError(f"pipeline must be one of auto, {', '.join(FEEDS)}. Got: {kind!r}")

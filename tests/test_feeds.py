@@ -266,3 +266,18 @@ def test_fit_with_device_feed_lowers_the_loss():
     end = model.evaluate(x, one_hot, batch_size=160, verbose=0)
     assert len(history.history["loss"]) == 4
     assert end < 0.5 * start, (start, end, history.history["loss"])
+
+
+def test_device_feed_gives_each_host_of_a_multi_host_run_its_own_rows():
+    from pipelines.feeds import DeviceFeed
+
+    images = np.zeros((64, 32, 32, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(64)  # each image carries its index
+    labels = np.arange(64) % 10
+    whole = DeviceFeed(images, labels, batch_size=16, seed=5)
+    hosts = [DeviceFeed(images, labels, batch_size=16, seed=5, process=(i, 2)) for i in range(2)]
+    for batch in range(len(whole)):
+        ids = [ops.convert_to_numpy(feed[batch][0])[:, 0, 0, 0] for feed in hosts]
+        assert len(ids[0]) == len(ids[1]) == 8
+        assert not set(ids[0]) & set(ids[1])
+        assert sorted([*ids[0], *ids[1]]) == sorted(ops.convert_to_numpy(whole[batch][0])[:, 0, 0, 0])
