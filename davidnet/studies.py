@@ -119,14 +119,14 @@ def check_reusable(runs, study_dir):
             )
 
 
-def train_in_fresh_session(config, data, run_dir):
+def train_in_fresh_session(config, data, run_dir, **kwargs):
     """`train`, after dropping the previous run's models: a study builds many in one process."""
     import keras
 
     from davidnet.training import train
 
     keras.backend.clear_session()
-    return train(config, data, run_dir)
+    return train(config, data, run_dir, **kwargs)
 
 
 def run_study(runs, data, study_dir, train_fn=train_in_fresh_session):

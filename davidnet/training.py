@@ -260,7 +260,7 @@ class ResumeError(ValueError):
     """Nothing to resume, or a run that cannot be resumed; one line."""
 
 
-def train(config, data, results_dir, host_augment=None, resume=False):
+def train(config, data, results_dir, host_augment=None, resume=False, callbacks=()):
     """Trains per `config` on `data` and writes `results_dir`.
 
     Args:
@@ -272,6 +272,7 @@ def train(config, data, results_dir, host_augment=None, resume=False):
             `Sequential`, an albumentations pipeline over a batch, NumPy code).
         resume: continue the run in `results_dir` from its last checkpoint
             (model, optimizer, schedule position, history and timings).
+        callbacks: more Keras callbacks for `fit` (e.g. `keras.callbacks.TensorBoard`).
 
     Returns:
         The results dict (also in results.json). Its status is "completed",
@@ -285,10 +286,10 @@ def train(config, data, results_dir, host_augment=None, resume=False):
     """
     # Model, optimizer, feed and fit all inside the distribution (devices "1": none).
     with data_parallel(config.devices, config.batch_size) as devices:
-        return _train(config, data, results_dir, host_augment, resume, devices)
+        return _train(config, data, results_dir, host_augment, resume, callbacks, devices)
 
 
-def _train(config, data, results_dir, host_augment, resume, devices):
+def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
     results_dir = check_writable(results_dir)  # before any training, not after it
     state = load_checkpoint(results_dir) if resume else None
     if resume and state is None:
@@ -351,7 +352,7 @@ def _train(config, data, results_dir, host_augment, resume, devices):
             shuffle=False,  # the feeds shuffle once per epoch themselves
             # Our own ProgbarLogger, listed before the report, so the bar's line is
             # finished before the epoch line is printed.
-            callbacks=[lr_callback, timer, keras.callbacks.ProgbarLogger(), report],
+            callbacks=[lr_callback, timer, keras.callbacks.ProgbarLogger(), report, *callbacks],
             verbose=config.verbose,
         )
     except KeyboardInterrupt:
