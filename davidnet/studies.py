@@ -8,6 +8,7 @@ rerun with the same command and picks up where it stopped. A diverged run is
 recorded as such and the others go on.
 """
 
+import argparse
 import csv
 import dataclasses
 import io
@@ -16,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+import typing
 from pathlib import Path
 
 from davidnet.config_files import ConfigError, load_config
@@ -34,6 +36,41 @@ def add_common_arguments(parser, default_results_dir):
     parser.add_argument("--smoke", action="store_true", help="a tiny CPU version on synthetic data, in seconds")
     parser.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
     parser.add_argument("--compile-cache", default=os.path.expanduser("~/.cache/davidnet/jax"), help="JAX compilation cache folder ('' to turn off)")
+
+
+def add_settings_arguments(parser, settings_class, help_texts, choices=None):
+    """One flag per field of `settings_class` (--max-lr for max_lr), for
+    `resolve_settings`: no flag has a default, so an absent flag leaves the
+    value to --config or to the dataclass.
+
+    Args:
+        help_texts: field name -> help text (the default is appended unless
+            the text mentions one).
+        choices: field name -> allowed values, where there are few.
+    """
+    group = parser.add_argument_group("recipe (defaults: the Settings dataclass; --config files and flags override)")
+    hints = typing.get_type_hints(settings_class)
+    for field in dataclasses.fields(settings_class):
+        text = help_texts[field.name]
+        if "default" not in text:
+            text += f" (default {field.default})"
+        options = dict(default=argparse.SUPPRESS, help=text)
+        flag = "--" + field.name.replace("_", "-")
+        if hints[field.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+        else:
+            kind = next((a for a in typing.get_args(hints[field.name]) if a is not type(None)), hints[field.name])
+            group.add_argument(flag, type=kind, choices=(choices or {}).get(field.name), **options)
+    return group
+
+
+def dataset_label(data, fraction=1.0):
+    """What a plot's title says of the data: never JPEG or synthetic data as CIFAR-10."""
+    label = {
+        "synthetic": "synthetic smoke data, not CIFAR-10",
+        "jpeg": "CIFAR-10 JPEG copy (about 3 points harder than CIFAR-10)",
+    }.get(data.image_format, "CIFAR-10")
+    return label + (f", {fraction:g} of the training set" if fraction < 1 else "")
 
 
 def resolve_settings(parser, argv, settings_class):

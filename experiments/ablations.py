@@ -50,14 +50,15 @@ import argparse
 import dataclasses
 import os
 import sys
-import typing
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
     add_common_arguments,
+    add_settings_arguments,
     check_reusable,
+    dataset_label,
     load_data,
     prepare_study_dir,
     resolve_settings,
@@ -248,18 +249,7 @@ def build_parser():
     )
     add_common_arguments(parser, RESULTS_DIR)
     parser.add_argument("--log-log", action="store_true", help="log-log axes in comparison.png")
-    recipe = parser.add_argument_group("recipe (defaults: the Settings dataclass; --config files and flags override)")
-    for field in dataclasses.fields(Settings):
-        flag = "--" + field.name.replace("_", "-")
-        kind = typing.get_type_hints(Settings)[field.name]
-        # No default here: an absent flag leaves the value to --config or the dataclass.
-        text = HELP[field.name] if "default" in HELP[field.name] else f"{HELP[field.name]} (default {field.default})"
-        options = dict(default=argparse.SUPPRESS, help=text)
-        if kind is bool:
-            recipe.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
-        else:
-            choices = {"model": ("davidnet", "resnet44"), "verbose": (0, 1, 2)}.get(field.name)
-            recipe.add_argument(flag, type=kind, choices=choices, **options)
+    add_settings_arguments(parser, Settings, HELP, choices={"model": ("davidnet", "resnet44"), "verbose": (0, 1, 2)})
     return parser
 
 
@@ -295,14 +285,6 @@ def train_with_tensorboard(config, data, run_dir):
     return train_in_fresh_session(
         config, data, run_dir, callbacks=[keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / "tensorboard"))]
     )
-
-
-def dataset_label(data, fraction):
-    label = {
-        "synthetic": "synthetic smoke data, not CIFAR-10",
-        "jpeg": "CIFAR-10 JPEG copy (about 3 points harder than CIFAR-10)",
-    }.get(data.image_format, "CIFAR-10")
-    return label + (f", {fraction:g} of the training set" if fraction < 1 else "")
 
 
 def plot_comparison(results, names, path, title, log_log=False):

@@ -52,13 +52,14 @@ import argparse
 import dataclasses
 import os
 import sys
-import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
     add_common_arguments,
+    add_settings_arguments,
     check_reusable,
+    dataset_label,
     load_data,
     mean_std,
     prepare_study_dir,
@@ -230,14 +231,7 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_common_arguments(parser, RESULTS_DIR)
-    recipe = parser.add_argument_group("recipe (defaults: the Settings dataclass; --config files and flags override)")
-    for field in dataclasses.fields(Settings):
-        flag = "--" + field.name.replace("_", "-")
-        kind = typing.get_type_hints(Settings)[field.name]
-        # No default here: an absent flag leaves the value to --config or the dataclass.
-        text = HELP[field.name] if "default" in HELP[field.name] else f"{HELP[field.name]} (default {field.default})"
-        choices = (0, 1, 2) if field.name == "verbose" else None
-        recipe.add_argument(flag, type=kind, choices=choices, default=argparse.SUPPRESS, help=text)
+    add_settings_arguments(parser, Settings, HELP, choices={"verbose": (0, 1, 2)})
     return parser
 
 
@@ -271,14 +265,6 @@ def table_rows(m_values, results):
 def _m_of(results):
     """M of a run, from its name (m<M>-seed<S>)."""
     return int(results["name"].split("-")[0][1:])
-
-
-def dataset_label(data, fraction):
-    label = {
-        "synthetic": "synthetic smoke data, not CIFAR-10",
-        "jpeg": "CIFAR-10 JPEG copy (about 3 points harder than CIFAR-10)",
-    }.get(data.image_format, "CIFAR-10")
-    return label + (f", {fraction:g} of the training set" if fraction < 1 else "")
 
 
 def plot_validation_error(m_values, results, path, title):
