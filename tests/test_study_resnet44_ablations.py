@@ -5,10 +5,9 @@ its folder (table.csv, plots, config.json, run folders), rerun it to see the
 finished runs skipped, and feed it a config file.
 
 ResNet-44's 44 layers take 20-30 s to compile per run on a loaded 2-core CPU,
-and the study's plumbing is the same at any depth, so the ResNet-44 study test
-swaps in ResNet-8 (He et al.'s family with one block per stage) under the
-"resnet44" name. The real network is checked in test_models.py, and
-`python -m experiments.resnet44 --smoke` runs it.
+and the study's plumbing is the same at any depth: one test runs the real
+`--smoke` with ResNet-44, and the others swap in ResNet-8 (He et al.'s family
+with one block per stage) under the "resnet44" name.
 """
 
 import csv
@@ -53,7 +52,8 @@ def exit_code(main, argv):
     return exit_info.value.code
 
 
-def test_resnet44_study_compares_each_m_and_a_rerun_skips_finished_runs(tmp_path, capsys, shallow_resnet):
+def test_resnet44_study_compares_each_m_and_a_rerun_skips_finished_runs(tmp_path, capsys):
+    # The real --smoke, with the real ResNet-44 (the other ResNet-44 tests use the stand-in).
     study = tmp_path / "resnet44"
     assert resnet44.main(smoke(study)) == 0
 
@@ -64,7 +64,9 @@ def test_resnet44_study_compares_each_m_and_a_rerun_skips_finished_runs(tmp_path
         assert 0.0 <= float(row["final_error"]) <= 1.0 and float(row["train_s"]) > 0
     assert_png(study / "validation_error.png")
     assert json.loads((study / "config.json").read_text())["m_values"] == "0,2"
-    plain, copies = (json.loads((study / "runs" / name / "results.json").read_text())["config"] for name in ("m0-seed0", "m2-seed0"))
+    runs = [json.loads((study / "runs" / name / "results.json").read_text()) for name in ("m0-seed0", "m2-seed0")]
+    assert runs[0]["model_params"] == models.resnet_cifar(44, width=0.125).count_params()
+    plain, copies = (run["config"] for run in runs)
     assert (plain["copies"], plain["cutout"], copies["copies"], copies["cutout"]) == (1, 0, 2, 16)
     assert copies["schedule"] == "step" and copies["milestones"] == "1,1.5" and copies["crop_mode"] == "constant"
 
