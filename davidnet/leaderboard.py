@@ -369,9 +369,9 @@ def plot_leaderboard(rows, run, path, title=None, timing="train"):
     """Horizontal bars on a log time axis, fastest at the top, each labelled
     with its hardware; the run highlighted, or shown below the ranking when
     it may not be ranked."""
-    from davidnet.results import _pyplot
+    from davidnet.results import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     ranked = [r for r in rows if r["rank"] is not None]
     unranked = [r for r in rows if r["rank"] is None]
     shown_unranked = [r for r in unranked if run is not None and any(t is not None for t in run.times)]
@@ -428,33 +428,10 @@ def plot_leaderboard(rows, run, path, title=None, timing="train"):
         footer = f"{summary_line(run, _entries_of(ranked))[:200]}\nrun time: {TIMINGS[timing]}"
         fig.text(0.01, 0.005, footer, fontsize=7, color="black" if run.ranked else "tab:red")
     fig.subplots_adjust(left=0.3, right=0.7, top=1 - 0.7 / fig.get_figheight(), bottom=1.0 / fig.get_figheight())
-    save_compact_png(fig, path)
+    save_figure(fig, path, compact=True)
     plt.close(fig)
 
 
 def _entries_of(rows):
     return [Entry(r["entry"], r["hardware"], r["seconds_to_94"], r["framework/source"], r["board"])
             for r in rows if r["board"] != "THIS RUN"]
-
-
-def save_compact_png(fig, path, colors=256):
-    """Saves `fig` as a palette PNG (at most `colors` colours), atomically.
-
-    A plot of flat colours and text loses nothing visible and shrinks about 3x,
-    which keeps the pictures in docs/ small. Same temporary-file-and-rename as
-    `davidnet.results._save`.
-    """
-    import io
-    import os
-
-    from PIL import Image
-
-    path = Path(path)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        small = image.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    small.save(tmp, optimize=True)
-    os.replace(tmp, path)

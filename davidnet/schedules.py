@@ -757,12 +757,9 @@ def plot_schedules(
         raise ValueError("plot_schedules needs at least one schedule.")
     if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps <= 0:
         raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
-    import matplotlib
+    from davidnet.results import pyplot, save_figure
 
-    # Headless-safe (servers, CI); set before pyplot is imported.
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     steps = np.arange(int(total_steps))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
@@ -778,7 +775,7 @@ def plot_schedules(
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        fig.savefig(path, format="png", dpi=100)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return path

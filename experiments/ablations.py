@@ -289,9 +289,9 @@ def train_with_tensorboard(config, data, run_dir):
 
 def plot_comparison(results, names, path, title, log_log=False):
     """Train / test loss and accuracy per epoch (2 x 2 panels), one line per configuration."""
-    from davidnet.results import _pyplot, _save
+    from davidnet.results import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib import ticker
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
@@ -333,7 +333,7 @@ def plot_comparison(results, names, path, title, log_log=False):
     first, _, rest = title.partition("\n")
     fig.suptitle(f"Ablations, {first}" + (" (log-log axes)" if log_log else "") + (f"\n{rest}" if rest else ""), fontsize="medium")
     fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(labels) + 3) // 4), 1, 1))
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

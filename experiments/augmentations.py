@@ -48,7 +48,7 @@ ROW_TITLES = {
 }
 CELL_INCHES = (1.3, 1.5)  # width, height of one image with its title
 MARGIN_INCHES = (1.0, 0.8)  # left (row names), top (title)
-DPI = 100  # davidnet.results._save's
+DPI = 100  # davidnet.results.save_figure's
 
 
 def figure_inches(rows, columns):
@@ -161,10 +161,9 @@ def panel_titles(panels, labels, class_names):
 
 def plot_preview(panels, titles, path, heading, rows=ROWS):
     """One row of images per augmentation (`rows`), titles above each image."""
-    from davidnet.leaderboard import save_compact_png
-    from davidnet.results import _pyplot
+    from davidnet.results import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     columns = max(len(panels[row]) for row in rows)
     width, height = figure_inches(len(rows), columns)
     fig, axes = plt.subplots(len(rows), columns, figsize=(width, height), squeeze=False)
@@ -187,7 +186,7 @@ def plot_preview(panels, titles, path, heading, rows=ROWS):
         left=MARGIN_INCHES[0] / width, right=0.99, bottom=0.01,
         top=1 - MARGIN_INCHES[1] / height, hspace=0.45, wspace=0.08,
     )
-    save_compact_png(fig, path)
+    save_figure(fig, path, compact=True)
     plt.close(fig)
 
 

@@ -252,11 +252,9 @@ def suggest_lr(lrs, smoothed):
 
 
 def plot_range_test(test, suggested, lowest, path, title):
-    import matplotlib
+    from davidnet.results import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(test.lrs, test.losses, color="0.7", linewidth=1, label="loss per batch")
     ax.plot(test.lrs, test.smoothed, color="C0", linewidth=2, label="smoothed")
@@ -269,7 +267,7 @@ def plot_range_test(test, suggested, lowest, path, title):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -114,10 +114,9 @@ def predictions(model, images, top):
 
 def plot_predictions(images, labels, indices, tops, class_names, path, caption, data_line, per_row=4):
     """Each image with its true label, beside a bar chart of its top classes; `per_row` images a row."""
-    from davidnet.leaderboard import save_compact_png
-    from davidnet.results import _pyplot
+    from davidnet.results import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     columns = min(n, per_row)
     rows = -(-n // columns)
@@ -145,7 +144,7 @@ def plot_predictions(images, labels, indices, tops, class_names, path, caption, 
             bars.text(p - 0.03 if inside else p + 0.03, y, f"{p:.2f}", va="center", ha="right" if inside else "left",
                       fontsize=7, color="white" if inside else "black")
     fig.suptitle(f"{caption}\n{data_line}; green bar: the true class (green title: top-1 right)", fontsize=8)
-    save_compact_png(fig, path)
+    save_figure(fig, path, compact=True)
     plt.close(fig)
 
 

@@ -269,9 +269,9 @@ def _m_of(results):
 
 def plot_validation_error(m_values, results, path, title):
     """Validation error per epoch and per training second, one line per M (mean over seeds)."""
-    from davidnet.results import _pyplot, _save
+    from davidnet.results import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(10, 4))
     colors = plt.cm.viridis([0.85 * i / max(1, len(m_values) - 1) for i in range(len(m_values))])  # no pale yellow
     for m, color in zip(m_values, colors):
@@ -292,7 +292,7 @@ def plot_validation_error(m_values, results, path, title):
             ax.legend(fontsize="small")
     fig.suptitle(f"Batch augmentation, {title}", fontsize="medium")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -21,10 +21,6 @@ def synthetic_arrays(n, seed=0) -> tuple[np.ndarray, np.ndarray]:
     return synthetic_images(labels, seed), labels
 
 
-def _images_for(color_index, seed):
-    return synthetic_images(color_index, seed)
-
-
 class _Py2Pickler(pickle._Pickler):
     """Writes pickles the way Python 2's cPickle wrote the official batches.
 
@@ -127,7 +123,7 @@ def make_image_dir(root: Path, n_train_per_class=4, n_test_per_class=2, fmt="png
         for c, name in enumerate(classes):
             class_dir = root / split / name
             class_dir.mkdir(parents=True, exist_ok=True)
-            images = _images_for(np.full(per_class, c), seed * 1000 + s * 100 + c)
+            images = synthetic_images(np.full(per_class, c), seed * 1000 + s * 100 + c)
             for i, image in enumerate(images):
                 Image.fromarray(image).save(class_dir / f"{i:04d}.{ext}", format=pil_format)
     return root
