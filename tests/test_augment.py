@@ -268,3 +268,61 @@ def test_layer_in_compiled_fit():
     # Still no augmentation at inference after training.
     h_model = keras.Model(inputs, model.layers[1].output)
     np.testing.assert_allclose(h_model.predict(x, verbose=0), np_(augment.normalize(x)), rtol=1e-6, atol=1e-6)
+
+
+# --- random_crop with airbench's 2-pixel translate ---------------------------------------------------
+
+
+def test_random_crop_padding_two_reaches_all_25_offsets():
+    x = images(400, seed=30)
+    out = np_(augment.random_crop(x, seed=31, padding=2, mode="reflect"))
+    offsets = crop_offsets(x, out, padding=2)
+    assert None not in offsets
+    assert set(offsets) == {(dy, dx) for dy in range(5) for dx in range(5)}
+
+
+# --- flip_bits / alternating_flip ---------------------------------------------------------------------
+
+
+def test_flip_bits_seeded_booleans():
+    bits = augment.flip_bits(1000, seed=0)
+    assert bits.dtype == np.bool_ and bits.shape == (1000,)
+    np.testing.assert_array_equal(bits, augment.flip_bits(1000, seed=0))
+    assert not np.array_equal(bits, augment.flip_bits(1000, seed=1))
+    assert 450 < bits.sum() < 550
+
+
+def test_alternating_flip_each_orientation_once_per_pair_of_epochs():
+    x = images(64, seed=32)
+    bits = augment.flip_bits(64, seed=33)
+    mirrored = x[:, :, ::-1]
+    seen = []
+    for epoch in (0, 1):
+        out = np_(augment.alternating_flip(x, bits, epoch))
+        is_x = np.all(out == x, axis=(1, 2, 3))
+        is_mirror = np.all(out == mirrored, axis=(1, 2, 3))
+        assert np.all(is_x ^ is_mirror)
+        seen.append(is_mirror)
+    # Epoch 0 flips exactly the images whose bit is set (about half), epoch 1 the others.
+    np.testing.assert_array_equal(seen[0], bits)
+    np.testing.assert_array_equal(seen[1], ~bits)
+    assert 20 < seen[0].sum() < 44
+
+
+def test_alternating_flip_epoch_parity_and_input_types():
+    x = images(16, seed=34)
+    bits = augment.flip_bits(16, seed=35)
+    even = np_(augment.alternating_flip(x, bits, 0))
+    odd = np_(augment.alternating_flip(x, bits, 1))
+    np.testing.assert_array_equal(np_(augment.alternating_flip(x, bits, 6)), even)
+    np.testing.assert_array_equal(np_(augment.alternating_flip(x, bits, ops.convert_to_tensor(7))), odd)
+    np.testing.assert_array_equal(np_(augment.alternating_flip(x, bits.astype("int32"), 0)), even)
+    u8 = x.astype("uint8")
+    assert np_(augment.alternating_flip(u8, bits, 1)).dtype == np.uint8
+
+
+def test_alternating_flip_bad_bits_shape_raises():
+    with pytest.raises(ValueError, match="flip_bits"):
+        augment.alternating_flip(images(4), np.zeros(3, bool), 0)
+    with pytest.raises(ValueError, match="flip_bits"):
+        augment.alternating_flip(images(4), np.zeros((4, 1), bool), 0)
