@@ -513,7 +513,10 @@ class Lookahead(keras.optimizers.Optimizer):
         for variable in var_list:
             index = self._trainable_variables_indices.get(self._var_key(variable))
             if index is not None and self._slow_weights[index] is not None:
-                variable.assign(self._slow_weights[index])
+                # A copy: on JAX assigning the variable would share its buffer,
+                # and the next step that donates the weights (evaluate, predict)
+                # would delete the slow weights' storage with it.
+                variable.assign(ops.copy(self._slow_weights[index].value))
 
     def get_config(self):
         alpha = self.alpha if not callable(self.alpha) else keras.saving.serialize_keras_object(self.alpha)

@@ -71,6 +71,7 @@ import numpy as np
 
 __all__ = [
     "LearningRateCallback",
+    "TabulatedSchedule",
     "PiecewiseLinear",
     "Cyclic",
     "OneCycle",
@@ -154,6 +155,7 @@ class LearningRateCallback(keras.callbacks.Callback):
         self._epoch_start_step = 0
         self._step = 0
         self._last_lr = None
+        self._in_graph = False
 
     # ------------------------------------------------------------------ #
     # Closed form
@@ -190,6 +192,34 @@ class LearningRateCallback(keras.callbacks.Callback):
             raise ValueError("steps must all be >= 0.")
         return np.asarray(self._lr(steps), dtype=np.float64).reshape(steps.shape)
 
+    def in_graph(self, total_steps) -> "TabulatedSchedule":
+        """The schedule as a Keras ``LearningRateSchedule`` for the optimizer,
+        evaluated inside the compiled train step; this callback then only
+        records.
+
+        Pass the result as the optimizer's ``learning_rate`` and keep this
+        callback in ``fit``: it no longer assigns anything (no per-step Python
+        touches the optimizer, and on JAX no per-step state sync), and at each
+        epoch's end it appends that epoch's ``(step, lr)`` pairs to
+        :attr:`history` from the closed form, for plots and results files.
+        The table holds ``lr_at(step)`` for steps ``0 .. total_steps - 1``;
+        later steps keep the last value.
+
+        Args:
+            total_steps: the optimizer steps of the whole run.
+
+        Example:
+
+        >>> from davidnet.schedules import PiecewiseLinear
+        >>> callback = PiecewiseLinear([0, 5, 24], [0, 0.4, 0], steps_per_epoch=97)
+        >>> optimizer = keras.optimizers.SGD(learning_rate=callback.in_graph(24 * 97))
+        >>> # model.compile(optimizer=optimizer, ...); model.fit(..., callbacks=[callback])
+        """
+        if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps <= 0:
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
+        self._in_graph = True
+        return TabulatedSchedule(self.lr_values(np.arange(int(total_steps))).tolist())
+
     # ------------------------------------------------------------------ #
     # Callback hooks
     # ------------------------------------------------------------------ #
@@ -221,7 +251,17 @@ class LearningRateCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start_step = self._step
 
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._in_graph:
+            return
+        # In-graph: the optimizer counted the steps; one read per epoch.
+        self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        steps = np.arange(self._epoch_start_step, self._step)
+        self.history.extend(zip(steps.tolist(), self.lr_values(steps).tolist()))
+
     def on_train_batch_begin(self, batch, logs=None):
+        if self._in_graph:
+            return
         if self._optimizer is None:
             raise RuntimeError(
                 f"{type(self).__name__}.on_train_batch_begin was called before "
@@ -258,6 +298,47 @@ class LearningRateCallback(keras.callbacks.Callback):
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="davidnet")
+class TabulatedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate looked up per optimizer step from a table, in the graph.
+
+    Any of our schedules becomes one through
+    :meth:`LearningRateCallback.in_graph`, so the train step computes its own
+    learning rate: the host never assigns it between steps, which keeps
+    steps queued back to back on an accelerator (and lets a whole epoch run
+    as one compiled loop). A table, not the formula in ``keras.ops``, so that
+    every schedule (custom scale functions included) is exactly what
+    :meth:`LearningRateCallback.lr_at` says; a 24-epoch run is a few thousand
+    floats.
+
+    Args:
+        values: the learning rate at steps 0, 1, ...; steps past the end keep
+            the last value.
+
+    Example:
+
+    >>> schedule = TabulatedSchedule([0.0, 0.1, 0.2])
+    >>> [float(schedule(step)) for step in (0, 2, 9)]
+    [0.0, 0.2, 0.2]
+    """
+
+    def __init__(self, values):
+        values = [float(v) for v in values]
+        if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"values must be a non-empty list of finite learning rates >= 0. Got: {values[:5]}...")
+        self.values = values
+        self._table = np.asarray(values, np.float32)
+
+    def __call__(self, step):
+        # A NumPy constant, converted in each trace: a cached backend tensor
+        # would leak from one traced function into the next.
+        index = keras.ops.clip(keras.ops.cast(step, "int32"), 0, len(self.values) - 1)
+        return keras.ops.take(keras.ops.convert_to_tensor(self._table), index)
+
+    def get_config(self):
+        return {"values": self.values}
 
 
 class PiecewiseLinear(LearningRateCallback):

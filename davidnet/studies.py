@@ -73,9 +73,11 @@ def dataset_label(data, fraction=1.0):
     return label + (f", {fraction:g} of the training set" if fraction < 1 else "")
 
 
-def resolve_settings(parser, argv, settings_class):
+def resolve_settings(parser, argv, settings_class, presets=None):
     """Parses `argv`; values come from (in rising order) `settings_class`'s
-    defaults, the --config file, then flags given on the command line.
+    defaults, the --preset's recipe file (`presets`: name -> path, for a
+    parser with a --preset flag), the --config file, then flags given on the
+    command line.
 
     The parser's flags for the settings must be named after the dataclass
     fields (--max-lr for max_lr) and default to None.
@@ -85,9 +87,10 @@ def resolve_settings(parser, argv, settings_class):
     """
     args = parser.parse_args(argv)
     values = {}
-    if args.config:
+    files = [presets[args.preset]] if getattr(args, "preset", None) else []
+    for path in files + ([args.config] if args.config else []):
         try:
-            values.update(load_config(args.config, settings_class))
+            values.update(load_config(path, settings_class))
         except ConfigError as e:
             parser.exit(2, f"error: {e}\n")
     for field in dataclasses.fields(settings_class):

@@ -10,7 +10,15 @@ What is timed, and why so:
 - `wall_s`: everything from `on_train_begin` to `on_train_end`.
 Accelerators run asynchronously, so before the train clock stops the callback
 waits for the device once per epoch (reading a variable); per step it reads
-nothing, so the device pipeline stays full.
+nothing, so the device pipeline stays full. It has no `on_train_batch_end`:
+Keras dispatches batch-end callbacks asynchronously only when none of them
+overrides it, and otherwise converts every step's logs to floats, a
+device-to-host wait per step. The first step is timed at the start of the
+second (or at the end of the epoch, for an epoch of one step).
+
+A run warmed up before `fit` (compiled on dummy data, see
+`davidnet.training.warm_up`) reports that time through `set_compile_time`,
+and its first step then counts as training.
 """
 
 import math
@@ -62,6 +70,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
         self.wall_to_target_s = None
         self._in_epoch = False
         self._previous_compile_s = 0.0
+        self._first_step_begin = None
 
     def on_train_begin(self, logs=None):
         self._train_begin = self.clock() - self.wall_s  # a resumed fit continues the clock
@@ -72,17 +81,28 @@ class TimeToAccuracy(keras.callbacks.Callback):
         self._epoch_eval_s = 0.0
         self._epoch_compile_s = 0.0
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.compile_s is None:
-            self._first_step_begin = self.clock()
+    def set_compile_time(self, seconds):
+        """Compilation done before `fit` (a warm-up): recorded as `compile_s`,
+        and the first step of `fit` is then timed as training."""
+        self.compile_s = self._previous_compile_s + seconds
+        self._first_step_begin = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.compile_s is None:
-            self._wait_for_device()
-            self._epoch_compile_s = self.clock() - self._first_step_begin
-            self.compile_s = self._previous_compile_s + self._epoch_compile_s
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.compile_s is not None:
+            return
+        if self._first_step_begin is None:
+            self._first_step_begin = self.clock()
+        else:
+            self._end_first_step()
+
+    def _end_first_step(self):
+        self._wait_for_device()
+        self._epoch_compile_s = self.clock() - self._first_step_begin
+        self.compile_s = self._previous_compile_s + self._epoch_compile_s
 
     def on_test_begin(self, logs=None):
+        if self._in_epoch and self.compile_s is None and self._first_step_begin is not None:
+            self._end_first_step()  # an epoch of one step
         if self._in_epoch:
             self._wait_for_device()  # training must not leak into the eval clock
         self._test_begin = self.clock()
@@ -92,6 +112,8 @@ class TimeToAccuracy(keras.callbacks.Callback):
             self._epoch_eval_s += self.clock() - self._test_begin
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.compile_s is None and self._first_step_begin is not None:
+            self._end_first_step()  # an epoch of one step
         self._wait_for_device()
         now = self.clock()
         self._in_epoch = False
@@ -127,6 +149,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
             setattr(self, key, results[key])
         self._previous_compile_s = results["compile_s"] or 0.0
         self.compile_s = None
+        self._first_step_begin = None
 
     def _wait_for_device(self):
         # Reading a value back blocks until the steps that produce it are done.

@@ -16,49 +16,68 @@ wd / (1 - momentum), so SGD gets `weight_decay = config.weight_decay / (1 - mome
 """
 
 import dataclasses
+import threading
+import time
 
 import keras
 import numpy as np
 
-from davidnet import hardware, models, schedules
+from davidnet import hardware, models, optimizers, scan, schedules
+from davidnet.fastnet import fastnet, patch_whitening_kernel
 from davidnet.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from davidnet.distribute import data_parallel, parse_devices, process_share
 from davidnet.results import check_writable, write_results
 from davidnet.timing import TimeToAccuracy
+from davidnet.tta import tta_model
+from pipelines.augment import normalize
 from pipelines.feeds import make_feed
 
 SCHEDULES = ("piecewise", "step", "triangular", "triangular2", "exp_range", "onecycle")
 CHOICES = {
-    "model": ("davidnet", "resnet44"),
-    "optimizer": ("sgd", "adam"),
+    "model": ("davidnet", "resnet44", "fastnet"),
+    "activation": ("relu", "gelu"),
+    "optimizer": ("sgd", "adam", "muon"),
     "schedule": SCHEDULES,
     "anneal": ("cos", "linear"),
     "crop_mode": ("reflect", "constant"),
     "pipeline": ("auto", "device", "tfdata"),
+    "loop": ("auto", "fit", "scan"),
     "precision": ("auto", "float32", "mixed_bfloat16"),
     "verbose": (0, 1, 2),
+    "tta": (0, 1, 2),
 }
-POSITIVE = ("epochs", "batch_size", "copies", "eval_every", "subset", "step_size", "width", "decay")
-NON_NEGATIVE = ("lr", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr", "l1", "l2", "dropout")
+FASTNET_ONLY = ("activation", "whiten", "dirac", "frozen_bn_scale")
+FASTNET_WIDTHS = (64, 256, 256)  # airbench94's, before --width
+POSITIVE = ("bias_lr_scale", "epochs", "batch_size", "copies", "subset", "step_size", "width", "decay")
+NON_NEGATIVE = ("eval_every", "lr", "muon_lr", "lookahead", "lr_start", "lr_end", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr", "l1", "l2", "dropout")
 
 
 @dataclasses.dataclass
 class Config:
     """One training run. Defaults are DavidNet's DAWNBench recipe."""
 
-    model: str = "davidnet"  # davidnet | resnet44
+    model: str = "davidnet"  # davidnet | resnet44 | fastnet (airbench94's network)
     width: float = 1.0  # channel multiplier
+    activation: str = "relu"  # fastnet: relu | gelu (DavidNet and ResNet-44 are ReLU networks)
+    whiten: bool = False  # fastnet: first conv's kernel from the training images' patch whitening, frozen
+    dirac: bool = False  # fastnet: identity-initialised 3x3 convs
+    frozen_bn_scale: bool = False  # fastnet: batch norms without a trainable scale
     epochs: int = 24
     batch_size: int = 512
     optimizer: str = "sgd"  # sgd (Nesterov) | adam
     lr: float = 0.4  # peak learning rate
     momentum: float = 0.9
+    muon_lr: float = 0.24  # muon: the conv filters' peak learning rate (the rest: SGD at lr)
+    bias_lr_scale: float = 1.0  # SGD's learning rate for biases and batch-norm betas, times this (airbench: 64)
+    lookahead: int = 0  # lookahead every k steps, airbench's alpha schedule (0: off; airbench: 5)
     weight_decay: float = 5e-4  # coupled-L2 value for SGD (see module docstring)
     clipnorm: float | None = None  # clip each gradient's norm
     clipvalue: float | None = None  # clip each gradient element (the Adam one-cycle recipe: 0.1)
     label_smoothing: float = 0.0
     schedule: str = "piecewise"
     warmup_epochs: float | None = None  # piecewise peak epoch; None: 5/24 of the run (5 of 24 as DavidNet)
+    lr_start: float = 0.0  # piecewise: the learning rate at step 0, as a fraction of lr (airbench: 0.2)
+    lr_end: float = 0.0  # piecewise: the learning rate at the end, as a fraction of lr (airbench94: 0.07)
     milestones: str = ""  # step: epochs at which the LR is multiplied by `decay`, e.g. "82,123"
     decay: float = 0.1  # step: the factor at each milestone
     base_lr: float = 0.0  # cyclic: lower bound
@@ -74,14 +93,18 @@ class Config:
     crop_padding: int = 4
     crop_mode: str = "reflect"
     flip: bool = True
+    alternating_flip: bool = False  # airbench's derandomised flip in the device feed, instead of random flips
     cutout: int = 8  # cutout square side, 0 = off
     mixup: float = 0.0  # Beta(alpha) mixup, 0 = off
     copies: int = 1  # batch augmentation: copies of each sample per batch
     target: float = 0.94
-    eval_every: int = 1
+    eval_every: int = 1  # 0: only after training (as airbench times it)
+    tta: int = 0  # test-time augmentation of the final evaluation: 0 none, 1 mirror, 2 mirror + 1-px translations
     seed: int = 0
     subset: int | None = None  # first N training images
     pipeline: str = "auto"  # auto | device | tfdata
+    loop: str = "fit"  # fit: Keras's loop, a dispatch per batch | scan: each epoch one compiled loop (JAX) | auto: scan on JAX with a GPU
+    precompile: bool = False  # compile the train and test steps on dummy data before the timed run (JAX)
     precision: str = "auto"  # auto (bf16 on GPU) | float32 | mixed_bfloat16
     devices: str = "1"  # data parallelism: "1", N or "all" devices; batch_size is the global batch
     verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
@@ -101,17 +124,45 @@ class Config:
                 raise ValueError(f"{name} must be >= 0. Got: {getattr(self, name)}")
         if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
             raise ValueError("dropout and label_smoothing must be in [0, 1)")
+        if self.lr_start > 1 or self.lr_end > 1:
+            raise ValueError(f"lr_start and lr_end are fractions of lr, in [0, 1]. Got: {self.lr_start}, {self.lr_end}")
+        if (self.optimizer == "muon" or self.bias_lr_scale != 1) and (self.clipnorm or self.clipvalue):
+            raise ValueError("gradient clipping is for a single optimizer: drop --clipnorm/--clipvalue with --optimizer muon or --bias-lr-scale")
+        if self.optimizer == "adam" and self.bias_lr_scale != 1:
+            raise ValueError("--bias-lr-scale gives biases their own SGD: use it with --optimizer sgd or muon")
+        fastnet_only = [name for name in FASTNET_ONLY if getattr(self, name) != getattr(Config, name)]
+        if self.model != "fastnet" and fastnet_only:
+            raise ValueError(f"{', '.join(fastnet_only)}: settings of the fastnet model; this run's model is {self.model}")
+        if self.model == "fastnet" and (not self.batch_norm or self.l1 or self.l2 or self.dropout):
+            raise ValueError("fastnet has batch norm and no kernel regularisation or dropout: drop --no-batch-norm, --l1, --l2 and --dropout")
         self.devices = str(parse_devices(self.devices))
 
 
-def build_model(config):
+def build_model(config, x_train=None):
+    """The model the config names. `x_train` (uint8 training images) is needed
+    for fastnet's whitening initialisation (`config.whiten`)."""
     augmentation = {
         "crop_padding": config.crop_padding,
         "crop_mode": config.crop_mode,
-        "flip": config.flip,
+        "flip": config.flip and not config.alternating_flip,  # the feed flips instead
         "cutout_size": config.cutout,
         "seed": config.seed,
     }
+    if config.model == "fastnet":
+        kernel = None
+        if config.whiten:
+            if x_train is None:
+                raise ValueError("the whitening initialisation needs the training images: build_model(config, x_train)")
+            # airbench whitens with 5000 training images.
+            kernel = patch_whitening_kernel(keras.ops.convert_to_numpy(normalize(x_train[:5000])))
+        return fastnet(
+            widths=tuple(models.scaled(channels, config.width) for channels in FASTNET_WIDTHS),
+            augmentation=augmentation,
+            whitening_kernel=kernel,
+            activation=config.activation,
+            dirac=config.dirac,
+            frozen_bn_scale=config.frozen_bn_scale,
+        )
     builder = models.MODELS[config.model]
     return builder(
         width=config.width,
@@ -123,10 +174,60 @@ def build_model(config):
     )
 
 
-def build_optimizer(config):
+BIASES = r".*/(bias|beta)"  # variable paths of biases and batch-norm betas
+
+
+def build_optimizer(config, learning_rate=0.0, model=None):
+    """The optimizer the config names.
+
+    Args:
+        config: a `Config`.
+        learning_rate: a float, or the schedule in the graph
+            (`LearningRateCallback.in_graph`, a `TabulatedSchedule`).
+        model: the model (needed by muon, whose conv filters are found in it).
+
+    sgd and adam are one Keras optimizer. With `bias_lr_scale` the biases get
+    their own SGD (learning rate times the scale, weight decay divided by it,
+    as airbench), and muon gives the conv filters Muon: both are a
+    `keras.optimizers.MultiOptimizer`. `lookahead` wraps the result in
+    `davidnet.optimizers.Lookahead` with airbench's alpha schedule.
+    """
+    optimizer = _base_optimizer(config, learning_rate, model)
+    if config.lookahead:
+        total_steps = len(learning_rate.values) if isinstance(learning_rate, schedules.TabulatedSchedule) else None
+        if total_steps is None:
+            raise ValueError("lookahead's alpha schedule needs the run's schedule in the graph (a TabulatedSchedule)")
+        return optimizers.Lookahead(optimizer, sync_period=config.lookahead, alpha=optimizers.AirbenchAlphaSchedule(total_steps))
+    return optimizer
+
+
+def _scaled(learning_rate, factor):
+    if isinstance(learning_rate, schedules.TabulatedSchedule):
+        return schedules.TabulatedSchedule([value * factor for value in learning_rate.values])
+    return learning_rate * factor
+
+
+def _base_optimizer(config, learning_rate, model):
+    sgd_decay = config.weight_decay / (1.0 - config.momentum)
+    groups = {}
+    if config.bias_lr_scale != 1:
+        scale = config.bias_lr_scale
+        groups[BIASES] = keras.optimizers.SGD(
+            _scaled(learning_rate, scale), momentum=config.momentum, nesterov=True, weight_decay=sgd_decay / scale or None
+        )
+    if config.optimizer == "muon":
+        if model is None:
+            raise ValueError("the muon optimizer needs the model, to find its conv filters: build_optimizer(config, lr, model)")
+        return optimizers.muon_sgd(
+            model, muon_lr=_scaled(learning_rate, config.muon_lr / config.lr if config.lr else 0.0),
+            sgd_lr=learning_rate, momentum=config.momentum, weight_decay=sgd_decay or None, groups=groups,
+        )
+    if groups:
+        default = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=sgd_decay or None)
+        return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(default, groups))
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(
-            learning_rate=0.0,
+            learning_rate=learning_rate,
             momentum=config.momentum,
             nesterov=True,
             weight_decay=config.weight_decay / (1.0 - config.momentum) or None,
@@ -135,7 +236,7 @@ def build_optimizer(config):
         )
     if config.optimizer == "adam":
         return keras.optimizers.Adam(
-            learning_rate=0.0,
+            learning_rate=learning_rate,
             weight_decay=config.weight_decay or None,
             clipnorm=config.clipnorm,
             clipvalue=config.clipvalue,
@@ -149,7 +250,9 @@ def build_schedule(config, steps_per_epoch):
         peak = config.warmup_epochs if config.warmup_epochs is not None else config.epochs * 5 / 24
         if not 0 <= peak <= config.epochs:
             raise ValueError(f"warmup epochs must be between 0 and the {config.epochs} epochs. Got: {peak}")
-        return schedules.PiecewiseLinear([0, peak, config.epochs], [0.0, config.lr, 0.0], steps_per_epoch)
+        start = config.lr * config.lr_start
+        end = config.lr * config.lr_end
+        return schedules.PiecewiseLinear([0, peak, config.epochs], [start, config.lr, end], steps_per_epoch)
     if config.schedule == "step":
         # He et al.'s regime: constant, divided at each milestone. Repeated knots
         # make PiecewiseLinear jump there.
@@ -299,6 +402,7 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
         )
     keras.utils.set_random_seed(config.seed)
     precision = set_precision(config.precision)
+    loop = resolve_loop(config)
     x_train, y_train = data.x_train, data.y_train
     if config.subset:
         x_train, y_train = x_train[: config.subset], y_train[: config.subset]
@@ -308,15 +412,17 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
         config.pipeline, x_train, y_train, config.batch_size,
         num_classes=num_classes, seed=config.seed, mixup_alpha=config.mixup, copies=config.copies,
         host_augment=host_augment, free_bytes=hardware.device_memory_free(), process=process_share(),
+        scan=loop == "scan", alternating_flip=config.alternating_flip,
     )
     steps_per_epoch = len(x_train) // config.batch_size
-    model = build_model(config)
+    model = build_model(config, x_train)
+    lr_callback = build_schedule(config, steps_per_epoch)
     model.compile(
-        optimizer=build_optimizer(config),
+        # The schedule runs in the train step; the callback only records it.
+        optimizer=build_optimizer(config, lr_callback.in_graph(config.epochs * steps_per_epoch), model),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    lr_callback = build_schedule(config, steps_per_epoch)
     timer = TimeToAccuracy(target=config.target)
     run_info = {
         "config": dataclasses.asdict(config),
@@ -331,6 +437,7 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
             "jpeg_copy": data.image_format == "jpeg",
         },
         "model_params": model.count_params(),
+        "loop": loop,
         "steps_per_epoch": steps_per_epoch,
         "resumed": [],
     }
@@ -340,19 +447,31 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
         print(f"resuming {results_dir} after epoch {initial_epoch} of {config.epochs}")
     report = EpochReport(timer, lr_callback, run_info, results_dir, config.epochs, config.checkpoint)
     y_test = np.eye(num_classes, dtype="float32")[data.y_test]
+    if loop == "scan":
+        scan.install(model, feed)
+    elif hasattr(feed, "example"):
+        # Built here, fit does not draw a batch to build the model, which would
+        # start an extra epoch of the feed (a permutation more).
+        model._symbolic_build(data_batch=feed.example())
+    tta = tta_model(model, config.tta) if config.tta else None
+    if config.precompile and keras.backend.backend() != "jax":
+        print(f"note: --precompile compiles JAX steps; on {keras.backend.backend()} compile_s is the first step's time instead")
+    elif config.precompile:
+        timer.set_compile_time(precompile(model, feed, data.x_test[:EVAL_BATCH], y_test[:EVAL_BATCH], tta))
+    # Our own progress bar, listed before the report, so the bar's line is
+    # finished before the epoch line is printed.
+    progress = [ProgressBar()] if config.verbose else []
     status = None
     try:
         model.fit(
             feed,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
-            validation_data=(data.x_test, y_test),
-            validation_freq=config.eval_every,
-            validation_batch_size=1000,
+            validation_data=(data.x_test, y_test) if config.eval_every else None,
+            validation_freq=config.eval_every or 1,
+            validation_batch_size=EVAL_BATCH,
             shuffle=False,  # the feeds shuffle once per epoch themselves
-            # Our own ProgbarLogger, listed before the report, so the bar's line is
-            # finished before the epoch line is printed.
-            callbacks=[lr_callback, timer, keras.callbacks.ProgbarLogger(), report, *callbacks],
+            callbacks=[lr_callback, timer, *progress, report, *callbacks],
             verbose=config.verbose,
         )
     except KeyboardInterrupt:
@@ -370,16 +489,104 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
             + ": lower --batch-size (results so far are in the results folder)"
         ) from None
     if status is None:
-        if timer.epochs and "val_accuracy" not in timer.epochs[-1]:
+        # Lookahead ends fit by loading its slow weights, after fit's last evaluation.
+        if timer.epochs and ("val_accuracy" not in timer.epochs[-1] or config.lookahead):
             _evaluate_last_epoch(model, timer, data.x_test, y_test)
         status = "diverged" if report.diverged else "completed"
     results = collect_results(run_info, timer, lr_callback, status, report.diverged)
+    if tta is not None and status == "completed":
+        results.update(evaluate_with_tta(tta, config.tta, data.x_test, data.y_test, timer.clock))
     write_results(results_dir, results)
     if status == "completed" and config.save_model:
         model.save(results_dir / "model.keras")
     if status != "interrupted":
         remove_checkpoint(results_dir)  # finished: model.keras and results.json hold it
     return results
+
+
+EVAL_BATCH = 1000
+
+
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, made safe for asynchronous dispatch.
+
+    A callback with its own `on_train_batch_end` makes Keras convert every
+    step's logs to Python floats on the main thread before the next step is
+    dispatched: the host then waits for the accelerator at every step. Marked
+    `async_safe`, the bar is updated from Keras's worker threads instead,
+    while the main thread keeps queueing steps; the lock and the step check
+    keep the updates in order.
+    """
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+        self._shown = -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._shown = -1
+        super().on_epoch_begin(epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        with self._lock:
+            if batch > self._shown:  # a later step's update may have come first
+                self._shown = batch
+                super().on_train_batch_end(batch, logs)
+
+
+def resolve_loop(config):
+    """--loop auto: the scanned loop on JAX with a GPU and the device feed
+    (on a CPU XLA runs it slower, see `davidnet.scan`), Keras's fit elsewhere."""
+    if config.loop != "auto":
+        return config.loop
+    device_feed = config.pipeline == "device" or (config.pipeline == "auto" and keras.backend.backend() != "tensorflow")
+    scannable = device_feed and config.mixup == 0 and config.copies == 1 and config.devices == "1"
+    return "scan" if keras.backend.backend() == "jax" and hardware.has_gpu() and scannable else "fit"
+
+
+def evaluate_with_tta(tta, level, x_test, y_test, clock):
+    """The final test accuracy through `tta` (a `davidnet.tta.tta_model`), and
+    its seconds: airbench counts this evaluation in its time."""
+    start = clock()
+    logits = tta.predict(x_test, batch_size=EVAL_BATCH, verbose=0)
+    accuracy = float(np.mean(np.argmax(logits, axis=1) == np.asarray(y_test)))
+    return {"tta_level": level, "tta_accuracy": accuracy, "tta_s": clock() - start}
+
+
+def precompile(model, feed, x_test, y_test, tta=None):
+    """Compiles the train and test steps (and the TTA model's predict, if
+    given) before the run, on zeros shaped like the feed's items and the test
+    batches, and returns the seconds it took.
+
+    JAX only: the compiled steps are run on a copy of the model's state, so
+    the run that follows starts from exactly the same weights, optimizer and
+    random state, and finds its steps compiled (the same functions, the same
+    shapes). With a persistent compilation cache a second run loads them.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    start = time.perf_counter()
+    if hasattr(feed, "example"):
+        example = feed.example()
+    else:  # a tf.data feed on JAX: Keras hands the step NumPy arrays of its element spec
+        example = tuple(np.zeros(spec.shape, spec.dtype.as_numpy_dtype) for spec in feed.element_spec)
+    model.make_train_function()
+    state = jax.tree.map(jnp.copy, model._get_jax_state(
+        trainable_variables=True, non_trainable_variables=True, optimizer_variables=True, metrics_variables=True,
+    ))
+    logs, _ = model.train_function(state, iter([example]))
+    model.make_test_function()
+    state = jax.tree.map(jnp.copy, model._get_jax_state(
+        trainable_variables=True, non_trainable_variables=True, metrics_variables=True,
+    ))
+    test_logs, _ = model.test_function(state, iter([(np.zeros_like(x_test), np.zeros_like(y_test))]))
+    jax.block_until_ready((logs, test_logs))
+    if tta is not None:  # predict changes no state
+        tta.predict(np.zeros_like(x_test), batch_size=len(x_test), verbose=0)
+    return time.perf_counter() - start
 
 
 def _restore(model, state, timer, lr_callback, run_info):
@@ -394,13 +601,17 @@ def _restore(model, state, timer, lr_callback, run_info):
 
 
 def _evaluate_last_epoch(model, timer, x_test, y_test):
-    """With --eval-every k, the last epoch is evaluated after fit if k did not
-    land on it, so every run ends with its final accuracy."""
+    """With --eval-every k (or 0), the last epoch is evaluated after fit if k
+    did not land on it, so every run ends with its final accuracy; with
+    lookahead it is evaluated again, on the final (slow) weights, and that
+    replaces fit's evaluation of the fast ones."""
     start = timer.clock()
-    logs = model.evaluate(x_test, y_test, batch_size=1000, verbose=0, return_dict=True)
+    logs = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
     eval_s = timer.clock() - start
     record = timer.epochs[-1]
     record.update({f"val_{k}": float(v) for k, v in logs.items()}, eval_s=record["eval_s"] + eval_s)
+    if timer.target_epoch == record["epoch"] and record["val_accuracy"] < timer.target:
+        timer.target_epoch = timer.seconds_to_target = timer.wall_to_target_s = None  # the slow weights fell short
     timer.eval_s += eval_s
     if timer.target_epoch is None and record["val_accuracy"] >= timer.target:
         timer.target_epoch = record["epoch"]
@@ -413,6 +624,8 @@ def summary_line(results):
     target = results["target"]
     final = results["final_accuracy"]
     final_text = f"{final:.4f}" if final is not None else "n/a"
+    if results.get("tta_accuracy") is not None:
+        final_text += f" ({results['tta_accuracy']:.4f} with TTA level {results['tta_level']}, {results['tta_s']:.2f}s)"
     times = f"train {results['train_s']:.2f}s, compile {results['compile_s'] or 0:.2f}s, wall {results['wall_s']:.2f}s"
     if results.get("devices", 1) > 1:
         times += f" on {results['devices']} devices"

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import typing
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
@@ -22,11 +23,18 @@ from davidnet.studies import resolve_settings  # noqa: E402  (after the env var)
 from davidnet.training import CHOICES, NON_NEGATIVE, POSITIVE, Config  # noqa: E402
 
 FLAG_HELP = {
-    "model": "network: davidnet (ResNet-9) or resnet44",
+    "model": "network: davidnet (ResNet-9), resnet44, or fastnet (airbench94's 64/256/256 network)",
     "width": "channel multiplier (e.g. 0.25 for quick CPU runs)",
+    "activation": "fastnet: relu or gelu",
+    "whiten": "fastnet: first conv initialised by patch whitening of 5000 training images, then frozen",
+    "dirac": "fastnet: identity (dirac) initialisation of the 3x3 convolutions",
+    "frozen_bn_scale": "fastnet: batch norms with the scale fixed at 1 (bias only)",
     "epochs": "training epochs",
     "batch_size": "batch size (before batch-augmentation copies)",
-    "optimizer": "sgd (Nesterov) or adam",
+    "optimizer": "sgd (Nesterov), adam, or muon (Muon for the conv filters, Nesterov SGD for the rest, as airbench94_muon)",
+    "muon_lr": "muon: the conv filters' peak learning rate (the schedule's shape applies)",
+    "bias_lr_scale": "biases and batch-norm betas get their own SGD at this many times the learning rate, weight decay divided by it (airbench: 64)",
+    "lookahead": "lookahead every k steps with airbench's alpha schedule, in the train step (0: off; airbench: 5)",
     "lr": "peak learning rate of the schedule",
     "momentum": "SGD momentum",
     "weight_decay": "weight decay (SGD: the coupled-L2 value of the original, mapped for Keras; Adam: decoupled)",
@@ -35,6 +43,8 @@ FLAG_HELP = {
     "label_smoothing": "label smoothing of the cross-entropy",
     "schedule": "learning-rate schedule",
     "warmup_epochs": "piecewise: epoch of the peak (default 5/24 of the epochs: 5 of 24 as DavidNet)",
+    "lr_start": "piecewise: learning rate at step 0, as a fraction of --lr",
+    "lr_end": "piecewise: learning rate at the end, as a fraction of --lr",
     "milestones": "step: epochs at which the learning rate is multiplied by --decay, e.g. '82,123'",
     "decay": "step: factor at each milestone",
     "base_lr": "cyclic: lower learning rate",
@@ -50,20 +60,27 @@ FLAG_HELP = {
     "crop_padding": "random crop after padding by this many pixels (0: off)",
     "crop_mode": "padding for the crop: reflect or constant (zeros)",
     "flip": "random left-right flips",
+    "alternating_flip": "airbench's derandomised flip, in the device feed: every image mirrored in every other epoch (replaces --flip)",
     "cutout": "cutout square side in pixels (0: off)",
     "mixup": "mixup Beta(alpha) parameter (0: off)",
     "copies": "batch augmentation: copies of each sample in a batch",
     "target": "test accuracy to time (0.94 for DAWNBench; read 0.91 on the JPEG copy)",
-    "eval_every": "evaluate the test set every k epochs (the last epoch always)",
+    "eval_every": "evaluate the test set every k epochs (the last epoch always); 0: only after training, as airbench times it",
+    "tta": "test-time augmentation of the final evaluation: 0 none, 1 mirror, 2 mirror and 1-px translations (reported beside the plain accuracy)",
     "seed": "random seed",
     "subset": "train on the first N training images",
     "pipeline": "training feed: auto (tf.data on TensorFlow, device elsewhere), device, tfdata",
+    "loop": "fit: Keras's loop, one dispatch per batch; scan: each epoch one compiled loop (JAX, device feed; for accelerators: slow on CPU); auto: scan on JAX with a GPU",
+    "precompile": "compile the train and test steps on dummy data before the run, so the timed run excludes compilation (JAX)",
     "precision": "auto (mixed bf16 on a GPU), float32, mixed_bfloat16",
     "devices": "data-parallel devices: 1, N or all (JAX: keras.distribution.DataParallel; TensorFlow: MirroredStrategy); --batch-size is the global batch, split across them",
     "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
     "save_model": "save the trained model as model.keras",
     "checkpoint": "save model and optimizer after every epoch (for --resume)",
 }
+PRESETS = {path.stem: path for path in (Path(__file__).parent / "recipes").glob("*.toml")}
+
+
 def build_parser(defaults=Config()):
     parser = argparse.ArgumentParser(
         prog="python -m experiments.davidnet",
@@ -72,6 +89,7 @@ def build_parser(defaults=Config()):
     data = parser.add_argument_group("data and output")
     data.add_argument("--data-dir", help="CIFAR-10 folder (cifar-10-batches-py or train/ and test/ image folders); default $CIFAR10_DIR, the Keras cache, then tensorflow-datasets")
     data.add_argument("--results-dir", help="folder for results.json, dawnbench.tsv/json, plots (default runs/davidnet-<time>)")
+    data.add_argument("--preset", choices=sorted(PRESETS), help="a recipe of experiments/recipes/ as the base: fast (airbench94_muon's recipe in Keras), resnet9_adam_onecycle; --config and flags override it")
     data.add_argument("--config", help="recipe settings from a TOML, JSON or YAML file; flags given on the command line win")
     data.add_argument("--resume", action="store_true", help="continue the interrupted run in --results-dir from its last epoch, with its saved settings")
     data.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
@@ -116,7 +134,7 @@ def _checked(kind, name):
 
 def main(argv=None):
     parser = build_parser()
-    args, config = resolve_settings(parser, argv, Config)
+    args, config = resolve_settings(parser, argv, Config, PRESETS)
 
     from davidnet.hardware import use_compilation_cache
     from davidnet.results import check_writable
@@ -157,8 +175,8 @@ def _saved_config(parser, args):
     from davidnet.checkpoint import load_checkpoint
 
     given = [f.name for f in dataclasses.fields(Config) if getattr(args, f.name) is not None]
-    if given or args.config:
-        parser.error("--resume continues with the run's saved settings: drop the recipe flags and --config")
+    if given or args.config or args.preset:
+        parser.error("--resume continues with the run's saved settings: drop the recipe flags, --preset and --config")
     if not args.results_dir:
         parser.error("--resume needs --results-dir, the folder of the run to continue")
     state = load_checkpoint(args.results_dir)

@@ -45,6 +45,11 @@ class DeviceFeed(keras.utils.PyDataset):
         process: (index, count) of this process in a multi-host run: every
             process draws the same permutation and takes rows index::count of
             each global batch, so together they feed each sample once.
+        alternating_flip: airbench's derandomised flip: each image gets a
+            fixed random bit, and is fed mirrored in the epochs where that bit
+            XOR the epoch's parity is set, so over any two consecutive epochs
+            it is seen once each way. The model's own random flip should then
+            be off.
 
     Example:
     ```python
@@ -63,6 +68,7 @@ class DeviceFeed(keras.utils.PyDataset):
         mixup_alpha=0.0,
         copies=1,
         process=(0, 1),
+        alternating_flip=False,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         check_batch_size(len(images), batch_size)
@@ -76,7 +82,12 @@ class DeviceFeed(keras.utils.PyDataset):
         self.labels = ops.convert_to_tensor(np.asarray(labels, np.int32))
         self._rng = np.random.default_rng(seed)
         self._seed_generator = keras.random.SeedGenerator(seed)
+        self.alternating_flip = alternating_flip
+        # Its own seed stream, so turning the flip on leaves the batch order as it was.
+        self.flip_bits = augment.flip_bits(self.num_samples, [seed, 1]) if alternating_flip else None
+        self.epoch = -1  # counts on_epoch_begin calls (this constructor's is the first)
         self.order = None
+        self.order_bits = None
         self.on_epoch_begin()
 
     def __len__(self):
@@ -85,16 +96,80 @@ class DeviceFeed(keras.utils.PyDataset):
     def on_epoch_begin(self):
         # 50k indices: drawing them on the host costs microseconds, and one
         # transfer per epoch keeps the per-step path on the device.
-        self.order = ops.convert_to_tensor(self._rng.permutation(self.num_samples).astype(np.int32))
+        self.epoch += 1
+        order = self._rng.permutation(self.num_samples).astype(np.int32)
+        self.order = ops.convert_to_tensor(order)
+        if self.alternating_flip:
+            self.order_bits = ops.convert_to_tensor(self.flip_bits[order])
+
+    def example(self):
+        """Zeros shaped and typed as an item, drawing no random numbers (to
+        compile the train step ahead of a run without changing it)."""
+        rows = len(range(self.process_index, self.batch_size, self.process_count)) * self.copies
+        dtype = "float32" if self.mixup_alpha > 0 else "uint8"
+        return ops.zeros((rows, *self.images.shape[1:]), dtype), ops.zeros((rows, self.num_classes), "float32")
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
-        start = index * self.batch_size
-        batch = self.order[start : start + self.batch_size][self.process_index :: self.process_count]
-        images = ops.take(self.images, batch, axis=0)
-        labels = ops.one_hot(ops.take(self.labels, batch, axis=0), self.num_classes)
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        batch = self.order[rows][self.process_index :: self.process_count]
+        images, labels = gather_batch(self.images, self.labels, batch, self.num_classes)
+        if self.alternating_flip:
+            bits = self.order_bits[rows][self.process_index :: self.process_count]
+            images = augment.alternating_flip(images, bits, self.epoch)
         return label_mixing(images, labels, self.mixup_alpha, self.copies, self._seed_generator)
+
+
+class ScanFeed(DeviceFeed):
+    """The device feed of the scanned epoch loop (`davidnet.scan`): each item
+    is `steps_per_call` batches of sample indices (with their flip bits and
+    the epoch, for the alternating flip), and the compiled loop gathers the
+    batches itself with `gather_batch`.
+
+    Args:
+        images, labels, batch_size, num_classes, seed, process,
+            alternating_flip: as for `DeviceFeed`.
+        steps_per_call: batches per item; None: the whole epoch in one item.
+
+    Each item is `(indices, bits, epoch)`: int32 (steps, batch), bool
+    (steps, batch) (all False without alternating flip) and an int32 scalar.
+    Mixup and batch-augmentation copies are not supported here.
+    """
+
+    def __init__(self, images, labels, batch_size, steps_per_call=None, **kwargs):
+        if kwargs.get("mixup_alpha") or kwargs.get("copies", 1) > 1:
+            raise ValueError("the scanned loop (--loop scan) does not do mixup or batch-augmentation copies: use --loop fit")
+        super().__init__(images, labels, batch_size, **kwargs)
+        self.steps = self.num_samples // self.batch_size
+        self.steps_per_call = min(steps_per_call or self.steps, self.steps)
+
+    def __len__(self):
+        return -(-self.steps // self.steps_per_call)
+
+    def example(self):
+        return tuple(ops.zeros_like(part) for part in self[0])
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range 0..{len(self) - 1}")
+        first = index * self.steps_per_call
+        count = min(self.steps_per_call, self.steps - first)
+        rows = slice(first * self.batch_size, (first + count) * self.batch_size)
+        indices = ops.reshape(self.order[rows], (count, self.batch_size))
+        if self.alternating_flip:
+            bits = ops.reshape(self.order_bits[rows], (count, self.batch_size))
+        else:
+            bits = ops.zeros((count, self.batch_size), "bool")
+        share = slice(self.process_index, None, self.process_count)
+        return indices[:, share], bits[:, share], ops.convert_to_tensor(self.epoch, "int32")
+
+
+def gather_batch(images, labels, indices, num_classes):
+    """One training batch from device-resident data: the images and one-hot
+    labels at `indices`. keras.ops only, so the scanned epoch loop traces the
+    same code as `DeviceFeed`."""
+    return ops.take(images, indices, axis=0), ops.one_hot(ops.take(labels, indices, axis=0), num_classes)
 
 
 def label_mixing(images, labels, mixup_alpha, copies, seed):
@@ -200,11 +275,13 @@ def _tensorflow_installed():
 DEVICE_SHARE = 0.5
 
 
-def make_feed(kind, images, labels, batch_size, free_bytes=None, process=(0, 1), **kwargs):
+def make_feed(kind, images, labels, batch_size, free_bytes=None, process=(0, 1), scan=False, alternating_flip=False, **kwargs):
     """Builds a training feed by name: "device", "tfdata" or "auto"
     (tf.data on the TensorFlow backend, the device feed elsewhere).
 
     Args:
+        scan: a `ScanFeed`, for the scanned epoch loop (device feed only).
+        alternating_flip: airbench's derandomised flip (device feeds only).
         free_bytes: the accelerator's free memory (None: unknown, no check).
             A training set over `DEVICE_SHARE` of it does not go on the device:
             "auto" falls back to tf.data if TensorFlow is installed, and
@@ -223,11 +300,13 @@ def make_feed(kind, images, labels, batch_size, free_bytes=None, process=(0, 1),
         else:
             raise MemoryError(f"{sizes}: use --pipeline tfdata (needs TensorFlow) or --subset N")
     if kind == "tfdata":
-        if process[1] > 1:
-            raise ValueError("a multi-host run needs the device feed: use --pipeline device")
+        for wanted, what in ((process[1] > 1, "a multi-host run"), (scan, "the scanned loop (--loop scan)"), (alternating_flip, "alternating flip")):
+            if wanted:
+                raise ValueError(f"{what} needs the device feed: use --pipeline device")
         return tfdata_feed(images, labels, batch_size, **kwargs)
     if kind == "device":
         if kwargs.pop("host_augment", None) is not None:
             raise ValueError("host_augment runs in the tf.data feed only: use --pipeline tfdata")
-        return DeviceFeed(images, labels, batch_size, process=process, **kwargs)
+        feed = ScanFeed if scan else DeviceFeed
+        return feed(images, labels, batch_size, process=process, alternating_flip=alternating_flip, **kwargs)
     raise ValueError(f"pipeline must be one of auto, {', '.join(FEEDS)}. Got: {kind!r}")

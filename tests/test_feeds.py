@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from pipelines.augment import BatchAugmentation
+from pipelines.augment import BatchAugmentation, alternating_flip
 from pipelines.feeds import DeviceFeed, make_feed, tfdata_feed
 from tests.datasets import synthetic_arrays
 
@@ -281,3 +281,75 @@ def test_device_feed_gives_each_host_of_a_multi_host_run_its_own_rows():
         assert len(ids[0]) == len(ids[1]) == 8
         assert not set(ids[0]) & set(ids[1])
         assert sorted([*ids[0], *ids[1]]) == sorted(ops.convert_to_numpy(whole[batch][0])[:, 0, 0, 0])
+
+
+# --- alternating flip and the scanned loop's feed ---------------------------------------
+
+
+def flipped_per_sample(feed, images):
+    """Sample index -> whether this epoch's batches show it mirrored."""
+    seen = {}
+    for i in range(len(feed)):
+        x, _ = (np_(t) for t in feed[i])
+        for image in x:
+            index = int(image[0, 0, 0]) if np.array_equal(image, images[int(image[0, 0, 0])]) else None
+            if index is None:  # mirrored: the index pixel moved to the right edge
+                index = int(image[0, -1, 0])
+                np.testing.assert_array_equal(image, images[index][:, ::-1])
+            seen[index] = index is not None and not np.array_equal(image, images[index])
+    return seen
+
+
+def test_alternating_flip_shows_every_sample_both_ways_over_two_epochs():
+    images, labels = indexed_data()
+    images[:, 0, -1, 0] = np.arange(N)  # the index also at the right edge, to find mirrored images
+    feed = DeviceFeed(images, labels, BATCH, seed=3, alternating_flip=True)
+    first = flipped_per_sample(feed, images)
+    feed.on_epoch_begin()
+    second = flipped_per_sample(feed, images)
+    common = set(first) & set(second)
+    assert len(common) > N // 2  # (the partial batch drops a few samples each epoch)
+    assert all(first[i] != second[i] for i in common)
+    assert 0.3 < np.mean(list(first.values())) < 0.7
+
+
+def test_scan_feed_items_are_the_device_feeds_batches_as_indices():
+    from pipelines.feeds import ScanFeed, gather_batch
+
+    images, labels = indexed_data()
+    device = DeviceFeed(images, labels, BATCH, seed=5, alternating_flip=True)
+    scan = ScanFeed(images, labels, BATCH, seed=5, alternating_flip=True, steps_per_call=4)
+    assert len(device) == 6 and len(scan) == 2  # 6 batches in calls of 4 and 2
+    indices, bits, epoch = scan[1]
+    assert np_(indices).shape == (2, BATCH) and np_(bits).dtype == bool and int(epoch) == 0
+    for step in range(2):
+        x, y = gather_batch(scan.images, scan.labels, indices[step], 10)
+        x = alternating_flip(x, bits[step], epoch)
+        expected_x, expected_y = device[4 + step]
+        np.testing.assert_array_equal(np_(x), np_(expected_x))
+        np.testing.assert_array_equal(np_(y), np_(expected_y))
+    example = [np_(t) for t in scan.example()]
+    assert example[0].shape == (4, BATCH) and not any(part.any() for part in example)
+
+
+def test_scan_feed_and_alternating_flip_refuse_what_they_cannot_do():
+    from pipelines.feeds import ScanFeed
+
+    images, labels = indexed_data()
+    with pytest.raises(ValueError, match="mixup"):
+        ScanFeed(images, labels, BATCH, mixup_alpha=1.0)
+    with pytest.raises(ValueError, match="needs the device feed"):
+        make_feed("tfdata", images, labels, BATCH, scan=True)
+    with pytest.raises(ValueError, match="alternating flip needs the device feed"):
+        make_feed("tfdata", images, labels, BATCH, alternating_flip=True)
+    assert isinstance(make_feed("device", images, labels, BATCH, scan=True), ScanFeed)
+
+
+def test_device_feed_example_matches_an_item_without_drawing_random_numbers():
+    images, labels = indexed_data()
+    feed = DeviceFeed(images, labels, BATCH, seed=1, mixup_alpha=0.4, copies=2)
+    state = np_(feed._seed_generator.state).copy()
+    example = feed.example()
+    np.testing.assert_array_equal(np_(feed._seed_generator.state), state)
+    for a, b in zip(example, feed[0]):
+        assert tuple(a.shape) == tuple(b.shape) and str(a.dtype) == str(b.dtype)

@@ -298,3 +298,17 @@ def test_lookahead_of_muon_sgd_state_survives_save_and_load_weights(tmp_path):
     assert sum(name.endswith("_slow") for name in names) == 4 and sum(name.endswith("_momentum") for name in names) == 4
     for saved, loaded in zip(optimizer.variables, restored.variables):
         np.testing.assert_array_equal(np_(loaded), np_(saved), err_msg=loaded.path)
+
+
+def test_after_a_lookahead_fit_the_model_evaluates_and_saves(tmp_path):
+    # fit ends by loading the slow weights; on JAX a shared buffer would be
+    # deleted by the next step that donates the weights (evaluate), and save fail.
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=Lookahead(keras.optimizers.SGD(0.1), sync_period=2, alpha=0.5), loss="mse")
+    model.fit(x, x[:, :2], batch_size=8, epochs=1, verbose=0)
+    weights = [w.copy() for w in model.get_weights()]
+    model.evaluate(x, x[:, :2], verbose=0)
+    model.save(tmp_path / "m.keras")
+    for saved, loaded in zip(weights, keras.models.load_model(tmp_path / "m.keras").get_weights()):
+        np.testing.assert_array_equal(saved, loaded)

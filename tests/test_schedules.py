@@ -16,6 +16,7 @@ from davidnet.schedules import (
     LearningRateCallback,
     OneCycle,
     PiecewiseLinear,
+    TabulatedSchedule,
     plot_schedules,
     scale_fn_from_expression,
 )
@@ -360,6 +361,37 @@ def test_steps_per_execution_counts_steps_not_calls():
     kernel = float(model.get_weights()[0].ravel()[0])
     held = [2, 1, 2, 1]  # steps each LR was held for
     assert kernel == pytest.approx(-sum(n * lr for n, (_, lr) in zip(held, schedule.history)), rel=1e-5)
+
+
+def test_in_graph_schedule_drives_the_update_and_the_callback_only_records():
+    # As above (every gradient exactly 1), with the LR computed in the train step.
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    schedule = PiecewiseLinear([0, 1, 3], [0.0, 1.0, 0.25], steps_per_epoch=4)
+    model.compile(optimizer=keras.optimizers.SGD(schedule.in_graph(12)), loss=lambda y_true, y_pred: ops.mean(y_pred, axis=-1))
+    x, y = np.ones((64, 1), "float32"), np.zeros((64, 1), "float32")
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False, callbacks=[schedule])
+    kernel = float(model.get_weights()[0].ravel()[0])
+    assert kernel == pytest.approx(-6.875, rel=1e-5)
+    assert schedule.history == [(s, schedule.lr_at(s)) for s in range(12)]
+    assert schedule._last_lr is None  # it never assigned
+
+
+def test_in_graph_schedule_holds_the_last_value_and_survives_saving(tmp_path):
+    values = Cyclic(0.1, 0.5, step_size=3).in_graph(10).values
+    np.testing.assert_allclose(values, Cyclic(0.1, 0.5, step_size=3).lr_values(range(10)), rtol=1e-7)
+    table = TabulatedSchedule(values)
+    assert float(table(9)) == float(table(1000)) == pytest.approx(values[-1])
+    assert float(table(-3)) == pytest.approx(values[0])
+    model = _tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(table), loss="mse")
+    model.fit(*_data(16), epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert float(ops.convert_to_numpy(loaded.optimizer.learning_rate)) == pytest.approx(values[1])  # after 1 step
+    with pytest.raises(ValueError, match="finite learning rates"):
+        TabulatedSchedule([0.1, float("nan")])
+    with pytest.raises(ValueError, match="positive integer"):
+        PiecewiseLinear([0, 1], [0, 1], steps_per_epoch=2).in_graph(0)
 
 
 # ---------------------------------------------------------------------- #

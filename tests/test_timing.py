@@ -89,3 +89,36 @@ def test_a_real_fit_records_every_epoch_and_the_keras_accuracy():
     assert timer.wall_s >= timer.compile_s + timer.train_s + timer.eval_s
     reached = [r["epoch"] for r in timer.epochs if r["val_accuracy"] >= 0.8]
     assert timer.target_epoch == (reached[0] if reached else None)
+
+
+def test_an_epoch_of_one_step_times_its_step_as_compilation():
+    # The scanned loop runs a whole epoch as one step: the first epoch is then compile time.
+    clock = FakeClock()
+    timer = TimeToAccuracy(target=0.9, clock=clock)
+    timer.set_model(tiny_model())
+    timer.on_train_begin()
+    run_epoch(timer, clock, 0, step_s=4.0, steps=1, eval_s=1.0, val_accuracy=0.5)
+    run_epoch(timer, clock, 1, step_s=2.0, steps=1, eval_s=1.0, val_accuracy=0.5)
+    assert timer.compile_s == pytest.approx(4.0)
+    assert [r["train_s"] for r in timer.epochs] == pytest.approx([0.0, 2.0])
+    assert [r["eval_s"] for r in timer.epochs] == pytest.approx([1.0, 1.0])
+
+
+def test_a_warmed_up_run_reports_the_warm_up_as_compilation_and_times_every_step():
+    clock = FakeClock()
+    timer = TimeToAccuracy(target=0.9, clock=clock)
+    timer.set_model(tiny_model())
+    timer.set_compile_time(7.0)
+    timer.on_train_begin()
+    run_epoch(timer, clock, 0, step_s=1.0, steps=3, eval_s=None, val_accuracy=None)
+    assert timer.compile_s == pytest.approx(7.0)
+    assert timer.epochs[0]["train_s"] == pytest.approx(3.0)
+
+
+def test_the_timer_keeps_keras_batch_end_dispatch_asynchronous():
+    # A callback overriding on_train_batch_end makes Keras read every step's
+    # logs back to the host, one device wait per step.
+    timer = TimeToAccuracy()
+    assert keras.src.utils.is_default(timer.on_train_batch_end)
+    if keras.backend.backend() == "jax":  # the backend on which Keras dispatches asynchronously
+        assert keras.callbacks.CallbackList([timer, keras.callbacks.History()])._async_train

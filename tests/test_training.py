@@ -181,3 +181,91 @@ def test_the_adam_one_cycle_recipe_file_builds_its_optimizer_and_schedule():
     peak = int(0.3 * 8 * 125)
     assert schedule.lr_at(peak) == pytest.approx(0.01)
     assert schedule.lr_at(0) == pytest.approx(0.01 / 25)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="--precompile and --loop scan are JAX's")
+def test_a_precompiled_run_trains_exactly_like_a_plain_one_and_reports_the_warm_up(tmp_path):
+    data = tiny_data(128, 100)
+    base = dict(epochs=2, lr=0.2, checkpoint=False, alternating_flip=True, lr_start=0.5, **TINY)
+    plain = train(Config(**base), data, tmp_path / "plain")
+    warm = train(Config(precompile=True, **base), data, tmp_path / "warm")
+    for key in ("loss", "val_loss", "val_accuracy"):
+        assert [r[key] for r in warm["history"]] == pytest.approx([r[key] for r in plain["history"]], rel=1e-5)
+    assert warm["compile_s"] > 0 and warm["lr_history"][0] == [0, pytest.approx(0.1)]
+    # A second run in the same process finds everything compiled: its epoch 1 is no slower than its epoch 2 by much.
+    assert warm["history"][0]["train_s"] < 5 * warm["history"][1]["train_s"] + 1.0
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="--loop scan is JAX's")
+def test_a_scanned_run_writes_the_same_results_as_fit(tmp_path):
+    results = train(Config(epochs=1, loop="scan", checkpoint=False, **TINY), tiny_data(64, 100), tmp_path)
+    assert results["status"] == "completed" and results["config"]["loop"] == "scan"
+    assert [step for step, _ in results["lr_history"]] == [0, 1]  # 64 images, batch 32: 2 steps in 1 call
+    assert results["final_accuracy"] is not None and results["compile_s"] > 0
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="the note is for the other backends")
+def test_precompile_elsewhere_is_a_note_and_scan_says_it_needs_jax(tmp_path, capsys):
+    results = train(Config(epochs=1, precompile=True, checkpoint=False, **TINY), tiny_data(64, 100), tmp_path / "a")
+    assert results["status"] == "completed" and "--precompile compiles JAX steps" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="needs the JAX backend"):
+        train(Config(epochs=1, loop="scan", pipeline="device", **TINY), tiny_data(64, 100), tmp_path / "b")
+
+
+def test_optimizer_choices_of_the_fast_preset():
+    from davidnet import optimizers
+    from davidnet.schedules import TabulatedSchedule
+    from davidnet.training import build_model
+
+    config = Config(model="fastnet", width=0.125, optimizer="muon", lr=1.5, muon_lr=0.3, momentum=0.85,
+                    weight_decay=1.5e-3, bias_lr_scale=64, lookahead=5)
+    schedule = TabulatedSchedule([1.5, 0.75, 0.0])
+    optimizer = build_optimizer(config, schedule, build_model(config))
+    assert isinstance(optimizer, optimizers.Lookahead) and optimizer.sync_period == 5
+    parts = {type(o).__name__: o for o in optimizer.inner_optimizer.optimizers}
+    assert parts["Muon"]._learning_rate.values == pytest.approx([0.3, 0.15, 0.0])
+    sgds = [o for o in optimizer.inner_optimizer.optimizers if isinstance(o, keras.optimizers.SGD)]
+    rates = sorted(o._learning_rate.values[0] for o in sgds)
+    assert rates == pytest.approx([1.5, 96.0])  # the rest, and the biases at 64x
+    decays = {o._learning_rate.values[0]: o.weight_decay for o in sgds}
+    assert decays[1.5] == pytest.approx(1.5e-3 / 0.15) and decays[96.0] == pytest.approx(1.5e-3 / 0.15 / 64)
+    plain = build_optimizer(Config(bias_lr_scale=4.0), TabulatedSchedule([0.4]))
+    assert isinstance(plain, keras.optimizers.MultiOptimizer)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(whiten=True), "settings of the fastnet model"),
+    (dict(model="fastnet", dropout=0.1), "fastnet has batch norm"),
+    (dict(optimizer="muon", clipnorm=1.0), "gradient clipping"),
+    (dict(optimizer="adam", bias_lr_scale=2.0), "bias-lr-scale"),
+    (dict(lr_end=1.5), "fractions of lr"),
+])
+def test_fast_preset_settings_are_checked(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Config(**settings)
+
+
+def test_the_fast_preset_is_a_recipe_that_flags_override():
+    from experiments.davidnet import PRESETS, build_parser
+    from davidnet.studies import resolve_settings
+
+    _, config = resolve_settings(build_parser(), ["--preset", "fast", "--epochs", "3"], Config, PRESETS)
+    assert (config.model, config.optimizer, config.batch_size, config.tta) == ("fastnet", "muon", 2000, 2)
+    assert config.alternating_flip and not config.flip and config.whiten and config.epochs == 3
+    assert Config().model == "davidnet"  # the classic recipe stays the default
+
+
+def test_a_tiny_fast_preset_run_reports_its_tta_accuracy(tmp_path):
+    config = Config(
+        model="fastnet", activation="gelu", whiten=True, dirac=True, frozen_bn_scale=True, optimizer="muon",
+        lr=0.5, bias_lr_scale=4, lookahead=2, label_smoothing=0.2, warmup_epochs=0, lr_start=1.0,
+        crop_padding=2, flip=False, alternating_flip=True, cutout=0, tta=2, eval_every=0, epochs=2,
+        pipeline="device", checkpoint=False, width=0.125, batch_size=32, verbose=0, save_model=True,
+    )
+    results = train(config, tiny_data(128, 100), tmp_path)
+    assert results["status"] == "completed" and results["loop"] == "fit"
+    assert "val_accuracy" not in results["history"][0] and results["final_accuracy"] is not None
+    assert 0 <= results["tta_accuracy"] <= 1 and results["tta_s"] > 0 and results["tta_level"] == 2
+    assert "with TTA level 2" in summary_line(results)
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.get_layer("whiten").kernel.trainable is False
