@@ -1,0 +1,218 @@
+"""The fast preset, with each of its ingredients removed: what each one is worth.
+
+    python -m experiments.fast_ablation --data-dir DIR                 # 10 seeds per configuration
+    python -m experiments.fast_ablation --only muon,tta --seeds 5
+    python -m experiments.fast_ablation --smoke                        # seconds on a CPU, synthetic data
+
+The baseline is `python -m experiments.davidnet --preset fast`
+(experiments/recipes/fast.toml: airbench94_muon's recipe in Keras). Each other
+configuration removes one ingredient (or, for lookahead, which the preset
+leaves out as airbench94_muon does, adds it), trained with the same budget:
+
+- whitening: the first conv trained from Keras's initialisation instead of
+  the frozen patch-whitening kernel;
+- dirac: Glorot-initialised 3x3 convs instead of identity ones;
+- gelu: ReLU instead of GELU;
+- frozen-bn-scale: batch norms with a trainable scale;
+- alternating-flip: random flips instead of the derandomised ones;
+- translate: no 2-px random translation;
+- muon: Nesterov SGD for the conv filters too;
+- bias-lr-scale: biases at the same learning rate as the rest;
+- label-smoothing: none;
+- tta: the final evaluation without test-time augmentation;
+- lookahead: added, every 5 steps with airbench94's alpha schedule.
+
+Every configuration runs --seeds times (seeds 0..n-1). The table gives, the
+way airbench states its results, n, the mean and std of the final test
+accuracy (with TTA where the configuration has it) and the median, min and
+max of the time: training plus the final evaluation, compilation excluded,
+as airbench counts it. Outputs in --results-dir (default runs/fast-ablation,
+runs/fast-ablation-smoke for --smoke): table.csv, config.json and runs/<name>/.
+A rerun skips finished runs.
+"""
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+
+from davidnet.studies import (  # noqa: E402  (after the env var)
+    add_common_arguments,
+    add_settings_arguments,
+    check_reusable,
+    load_data,
+    mean_std,
+    prepare_study_dir,
+    resolve_settings,
+    run_study,
+    write_table,
+)
+
+# Each ingredient and the change that removes it from the preset.
+INGREDIENTS = {
+    "whitening": dict(whiten=False),
+    "dirac": dict(dirac=False),
+    "gelu": dict(activation="relu"),
+    "frozen-bn-scale": dict(frozen_bn_scale=False),
+    "alternating-flip": dict(alternating_flip=False, flip=True),
+    "translate": dict(crop_padding=0),
+    "muon": dict(optimizer="sgd"),
+    "bias-lr-scale": dict(bias_lr_scale=1.0),
+    "label-smoothing": dict(label_smoothing=0.0),
+    "tta": dict(tta=0),
+    "lookahead": dict(lookahead=5),  # an addition: the preset has none
+}
+
+
+@dataclasses.dataclass
+class Settings:
+    """What to run; everything else is the preset's."""
+
+    only: str = ",".join(INGREDIENTS)  # ingredients to ablate
+    seeds: int = 10
+    epochs: int | None = None  # None: the preset's
+    width: float | None = None
+    batch_size: int | None = None
+    subset: int | None = None
+    verbose: int = 0
+
+    def __post_init__(self):
+        names(self.only)
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1. Got: {self.seeds}")
+
+
+@dataclasses.dataclass
+class SmokeSettings(Settings):
+    """--smoke: tiny, on synthetic data (flags and --config still win)."""
+
+    only: str = "muon,tta"
+    seeds: int = 1
+    epochs: int | None = 1
+    width: float | None = 0.0625
+    batch_size: int | None = 64
+
+
+SMOKE_SIZES = (256, 100)
+HELP = {
+    "only": f"ingredients to ablate, from {','.join(INGREDIENTS)}",
+    "seeds": "runs per configuration (seeds 0..n-1)",
+    "epochs": "epochs (default: the preset's)",
+    "width": "channel multiplier (default: the preset's 1)",
+    "batch_size": "batch size (default: the preset's)",
+    "subset": "train on the first N training images (default: all)",
+    "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
+}
+
+
+def names(text):
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = set(chosen) - set(INGREDIENTS)
+    if not chosen or unknown or len(set(chosen)) != len(chosen):
+        raise ValueError(f"only must name distinct ingredients from {', '.join(INGREDIENTS)}. Got: {text!r}")
+    return chosen
+
+
+def preset():
+    """The fast preset's Config."""
+    from davidnet.config_files import load_config
+    from davidnet.training import Config
+    from experiments.davidnet import PRESETS
+
+    return Config(**load_config(PRESETS["fast"], Config))
+
+
+def configurations(settings):
+    """[(name, Config)]: the preset, then one per ingredient, without it."""
+    overrides = {k: getattr(settings, k) for k in ("epochs", "width", "batch_size", "subset") if getattr(settings, k) is not None}
+    base = dataclasses.replace(preset(), verbose=settings.verbose, **overrides)
+    configs = [("preset", base)]
+    for name in names(settings.only):
+        sign = "+" if name == "lookahead" else "-"
+        configs.append((f"{sign}{name}", dataclasses.replace(base, **INGREDIENTS[name])))
+    return configs
+
+
+def runs_of(configs, seeds):
+    return [(f"{name}-seed{seed}", dataclasses.replace(config, seed=seed)) for name, config in configs for seed in range(seeds)]
+
+
+def accuracy_and_time(results):
+    """The accuracy airbench reports (with TTA where there is TTA) and its
+    time: training plus that final evaluation, compilation excluded."""
+    if results.get("tta_accuracy") is not None:
+        return results["tta_accuracy"], results["train_s"] + results["tta_s"]
+    last_eval = results["history"][-1]["eval_s"] if results["history"] else 0.0
+    return results["final_accuracy"], results["train_s"] + last_eval
+
+
+def table_rows(configs, results, seeds):
+    rows = []
+    for index, (name, _) in enumerate(configs):
+        mine = results[index * seeds : (index + 1) * seeds]
+        done = [accuracy_and_time(r) for r in mine if r["status"] == "completed"]
+        accuracies, times = [a for a, _ in done if a is not None], [t for _, t in done]
+        mean, std = mean_std(accuracies)
+        rows.append({
+            "configuration": name,
+            "n": len(accuracies),
+            "mean_accuracy": mean,
+            "std_accuracy": std,
+            "median_time_s": statistics.median(times) if times else None,
+            "min_time_s": min(times, default=None),
+            "max_time_s": max(times, default=None),
+            "not_completed": len(mine) - len(done),
+        })
+    return rows
+
+
+COLUMNS = ["configuration", "n", "mean_accuracy", "std_accuracy", "median_time_s", "min_time_s", "max_time_s", "not_completed"]
+RESULTS_DIR = "runs/fast-ablation"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.fast_ablation",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_common_arguments(parser, RESULTS_DIR)
+    add_settings_arguments(parser, Settings, HELP, choices={"verbose": (0, 1, 2)})
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    smoke = parser.parse_args(argv).smoke
+    try:
+        args, settings = resolve_settings(parser, argv, SmokeSettings if smoke else Settings)
+        if smoke and args.results_dir == RESULTS_DIR:
+            args.results_dir += "-smoke"
+        configs = configurations(settings)
+    except ValueError as e:
+        parser.error(str(e))
+    data = load_data(args, SMOKE_SIZES)
+    train_images = min(configs[0][1].subset or len(data.x_train), len(data.x_train))
+    if configs[0][1].batch_size > train_images:
+        parser.error(f"batch size {configs[0][1].batch_size} is larger than the {train_images} training images: give --batch-size")
+    print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
+    if data.image_format == "jpeg":
+        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10")
+    runs = runs_of(configs, settings.seeds)
+    try:
+        check_reusable(runs, args.results_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    study_dir = prepare_study_dir(args.results_dir, settings)
+    results = run_study(runs, data, study_dir)
+    print(write_table(table_rows(configs, results, settings.seeds), COLUMNS, study_dir / "table.csv"))
+    print(f"results: {study_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
