@@ -1,0 +1,1 @@
+"""Speed benchmarks that stay in the project: `python -m benchmarks.davidnet`."""
