@@ -30,7 +30,7 @@ from davidnet.results import check_writable, write_results
 from davidnet.timing import TimeToAccuracy
 from davidnet.tta import tta_model
 from pipelines.augment import normalize
-from pipelines.feeds import make_feed
+from pipelines.feeds import DeviceFeed, make_feed
 
 SCHEDULES = ("piecewise", "step", "triangular", "triangular2", "exp_range", "onecycle")
 CHOICES = {
@@ -449,11 +449,15 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
     y_test = np.eye(num_classes, dtype="float32")[data.y_test]
     if loop == "scan":
         scan.install(model, feed)
-    elif hasattr(feed, "example"):
-        # Built here, fit does not draw a batch to build the model, which would
-        # start an extra epoch of the feed (a permutation more).
-        model._symbolic_build(data_batch=feed.example())
     tta = tta_model(model, config.tta) if config.tta else None
+    if config.precompile and not model.optimizer.built:
+        # Compiling needs the model built. fit would build it on a batch drawn
+        # from the feed, which starts an epoch of it: the device feed draws
+        # that permutation here too, so a precompiled run trains on the same
+        # batches as a plain one.
+        model._symbolic_build(data_batch=feed_example(feed))
+        if isinstance(feed, DeviceFeed):
+            feed.on_epoch_begin()
     if config.precompile and keras.backend.backend() != "jax":
         print(f"note: --precompile compiles JAX steps; on {keras.backend.backend()} compile_s is the first step's time instead")
     elif config.precompile:
@@ -555,6 +559,14 @@ def evaluate_with_tta(tta, level, x_test, y_test, clock):
     return {"tta_level": level, "tta_accuracy": accuracy, "tta_s": clock() - start}
 
 
+def feed_example(feed):
+    """Zeros shaped and typed as one item of `feed`, drawing nothing from it."""
+    if hasattr(feed, "example"):
+        return feed.example()
+    # A tf.data feed: Keras hands the step NumPy arrays of its element spec.
+    return tuple(np.zeros(spec.shape, spec.dtype.as_numpy_dtype) for spec in feed.element_spec)
+
+
 def precompile(model, feed, x_test, y_test, tta=None):
     """Compiles the train and test steps (and the TTA model's predict, if
     given) before the run, on zeros shaped like the feed's items and the test
@@ -569,10 +581,7 @@ def precompile(model, feed, x_test, y_test, tta=None):
     import jax.numpy as jnp
 
     start = time.perf_counter()
-    if hasattr(feed, "example"):
-        example = feed.example()
-    else:  # a tf.data feed on JAX: Keras hands the step NumPy arrays of its element spec
-        example = tuple(np.zeros(spec.shape, spec.dtype.as_numpy_dtype) for spec in feed.element_spec)
+    example = feed_example(feed)
     model.make_train_function()
     state = jax.tree.map(jnp.copy, model._get_jax_state(
         trainable_variables=True, non_trainable_variables=True, optimizer_variables=True, metrics_variables=True,

@@ -2,6 +2,7 @@
 
     python -m experiments.fast_ablation --data-dir DIR                 # 10 seeds per configuration
     python -m experiments.fast_ablation --only muon,tta --seeds 5
+    python -m experiments.fast_ablation --only '' --seeds 10           # the preset alone: its n, mean, std, time
     python -m experiments.fast_ablation --smoke                        # seconds on a CPU, synthetic data
 
 The baseline is `python -m experiments.davidnet --preset fast`
@@ -98,7 +99,7 @@ class SmokeSettings(Settings):
 
 SMOKE_SIZES = (256, 100)
 HELP = {
-    "only": f"ingredients to ablate, from {','.join(INGREDIENTS)}",
+    "only": f"ingredients to ablate, from {','.join(INGREDIENTS)} ('': the preset alone)",
     "seeds": "runs per configuration (seeds 0..n-1)",
     "epochs": "epochs (default: the preset's)",
     "width": "channel multiplier (default: the preset's 1)",
@@ -109,9 +110,10 @@ HELP = {
 
 
 def names(text):
+    """'muon,tta' -> ['muon', 'tta']; '' (--only '') -> []: the preset alone."""
     chosen = [part.strip() for part in text.split(",") if part.strip()]
     unknown = set(chosen) - set(INGREDIENTS)
-    if not chosen or unknown or len(set(chosen)) != len(chosen):
+    if unknown or len(set(chosen)) != len(chosen):
         raise ValueError(f"only must name distinct ingredients from {', '.join(INGREDIENTS)}. Got: {text!r}")
     return chosen
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from benchmarks import davidnet as davidnet_benchmark
 from benchmarks.davidnet import RUN_KEYS, SETTINGS, main
 
 BATCH = 128
@@ -190,3 +191,26 @@ def test_the_cycled_feed_starts_a_new_permutation_whenever_the_data_runs_out():
         reference.on_epoch_begin()
     assert seen == epochs[0] + epochs[1] + epochs[2][:1]
     assert sorted(sum(epochs[0], [])) == list(range(12)) and epochs[0] != epochs[1]
+
+
+def test_the_h200_runbook_names_real_parts_flags_and_ingredients():
+    """benchmarks/h200.sh is run only where a GPU is lent: its command lines must parse here."""
+    import re
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from experiments import fast_ablation
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "h200.sh"
+    bad = subprocess.run(["bash", str(script), "bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("usage:")
+    text = script.read_text().replace("\\\n", " ")
+    commands = re.findall(r"python3 -m (benchmarks\.davidnet|experiments\.fast_ablation) ([^|\n]*)", text)
+    assert {module for module, _ in commands} == {"benchmarks.davidnet", "experiments.fast_ablation"} and len(commands) == 5
+    for module, arguments in commands:
+        argv = [a for a in shlex.split(arguments.replace("$", "")) if not a.startswith("2>")]
+        parser = davidnet_benchmark.build_parser() if module == "benchmarks.davidnet" else fast_ablation.build_parser()
+        parser.parse_args(argv)  # an unknown flag or a bad value exits here
+    for only in re.findall(r"only=([a-z,-]+)", text):
+        assert fast_ablation.names(only)

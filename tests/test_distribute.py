@@ -123,14 +123,14 @@ def test_one_device_builds_no_distribution(tmp_path, monkeypatch):
     seen = []
     build_model = training.build_model
 
-    def recording_build_model(config):
+    def recording_build_model(config, x_train=None):
         if BACKEND == "jax":
             seen.append(keras.distribution.distribution())
         else:
             import tensorflow as tf
 
             seen.append(tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
-        return build_model(config)
+        return build_model(config, x_train)
 
     monkeypatch.setattr(training, "build_model", recording_build_model)
     config = Config(width=0.0625, batch_size=32, epochs=1, subset=64, verbose=0, save_model=False, checkpoint=False)

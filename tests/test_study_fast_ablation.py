@@ -48,3 +48,7 @@ def test_an_unknown_ingredient_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         fast_ablation.main(["--smoke", "--only", "whitening,colour", "--results-dir", str(tmp_path)])
     assert exit_info.value.code == 2 and "only must name distinct ingredients" in capsys.readouterr().err
+
+
+def test_only_nothing_is_the_preset_alone():
+    assert [name for name, _ in fast_ablation.configurations(fast_ablation.Settings(only="", seeds=1))] == ["preset"]
