@@ -28,6 +28,28 @@ FINISHED = ("completed", "diverged")
 NOT_RESULTS = ("verbose", "save_model", "checkpoint")
 
 
+def study_parser(prog, doc, default_results_dir, settings_class, help_texts, choices=None):
+    """A study's command line: its docstring's first paragraph as the
+    description, the common flags, and one flag per field of `settings_class`."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_common_arguments(parser, default_results_dir)
+    add_settings_arguments(parser, settings_class, help_texts, choices=choices or {"verbose": (0, 1, 2)})
+    return parser
+
+
+def resolve_study_settings(parser, argv, settings_class, smoke_class, default_results_dir):
+    """`resolve_settings` with --smoke: the smoke dataclass's defaults, and the
+    results in `<default>-smoke` unless --results-dir says otherwise, so a smoke
+    test never blocks the real study. Returns (args, settings)."""
+    smoke = parser.parse_args(argv).smoke
+    args, settings = resolve_settings(parser, argv, smoke_class if smoke else settings_class)
+    if smoke and args.results_dir == default_results_dir:
+        args.results_dir += "-smoke"
+    return args, settings
+
+
 def add_common_arguments(parser, default_results_dir):
     """--data-dir, --results-dir, --config, --smoke, --no-verify, --compile-cache."""
     parser.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, the Keras cache, then tensorflow-datasets)")

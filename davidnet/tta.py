@@ -75,52 +75,44 @@ def tta_mean(logits, level=2):
     return ops.sum(per_view * weights[:, None, None], axis=0)
 
 
+class _TTALayer(keras.layers.Layer):
+    """What the two TTA layers share: a level, float32, the batch axis left open."""
+
+    def __init__(self, level=2, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        _check_level(level)
+        self.level = level
+
+    def compute_output_shape(self, input_shape):
+        return (None, *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "level": self.level}
+
+
 @keras.saving.register_keras_serializable(package="davidnet")
-class TTAViews(keras.layers.Layer):
+class TTAViews(_TTALayer):
     """Layer form of `tta_views` (float32, so pixel values pass unrounded).
 
     Args:
         level: 0, 1 or 2.
     """
 
-    def __init__(self, level=2, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        _check_level(level)
-        self.level = level
-
     def call(self, images):
         return tta_views(images, self.level)
 
-    def compute_output_shape(self, input_shape):
-        return (None, *input_shape[1:])
-
-    def get_config(self):
-        return {**super().get_config(), "level": self.level}
-
 
 @keras.saving.register_keras_serializable(package="davidnet")
-class TTAMean(keras.layers.Layer):
+class TTAMean(_TTALayer):
     """Layer form of `tta_mean` (float32, like our logits).
 
     Args:
         level: 0, 1 or 2.
     """
 
-    def __init__(self, level=2, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        _check_level(level)
-        self.level = level
-
     def call(self, logits):
         return tta_mean(logits, self.level)
-
-    def compute_output_shape(self, input_shape):
-        return (None, *input_shape[1:])
-
-    def get_config(self):
-        return {**super().get_config(), "level": self.level}
 
 
 def tta_model(model, level=2):

@@ -46,7 +46,6 @@ Measured, on 2 CPU cores shared with other work, Keras 3.15.1:
   may be noise.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -55,14 +54,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
-    add_common_arguments,
-    add_settings_arguments,
     check_reusable,
     dataset_label,
     load_data,
     prepare_study_dir,
-    resolve_settings,
+    resolve_study_settings,
     run_study,
+    study_parser,
     train_in_fresh_session,
     write_table,
 )
@@ -196,11 +194,8 @@ def fraction_suffix(fraction):
 
 def main(argv=None):
     parser = build_parser()
-    smoke = parser.parse_args(argv).smoke
     try:
-        args, settings = resolve_settings(parser, argv, SmokeSettings if smoke else Settings)
-        if smoke and args.results_dir == RESULTS_DIR:
-            args.results_dir += "-smoke"
+        args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
     except ValueError as e:
         parser.error(str(e))
 
@@ -242,14 +237,8 @@ RESULTS_DIR = "runs/ablations"  # --smoke: runs/ablations-smoke, so a smoke test
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.ablations",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_common_arguments(parser, RESULTS_DIR)
+    parser = study_parser("python -m experiments.ablations", __doc__, RESULTS_DIR, Settings, HELP, {"model": ("davidnet", "resnet44"), "verbose": (0, 1, 2)})
     parser.add_argument("--log-log", action="store_true", help="log-log axes in comparison.png")
-    add_settings_arguments(parser, Settings, HELP, choices={"model": ("davidnet", "resnet44"), "verbose": (0, 1, 2)})
     return parser
 
 

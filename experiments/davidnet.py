@@ -2,6 +2,7 @@
 
     python -m experiments.davidnet --epochs 20
     python -m experiments.davidnet --epochs 2 --subset 2000 --width 0.25 --data-dir DIR
+    python -m experiments.davidnet --preset fast --data-dir DIR     # airbench94_muon's recipe in Keras
 
 The recipe (the defaults) is David Page's DAWNBench entry: batch 512, SGD with
 Nesterov momentum 0.9 and weight decay 5e-4, learning rate 0 -> 0.4 -> 0

@@ -32,7 +32,6 @@ runs/fast-ablation-smoke for --smoke): table.csv, config.json and runs/<name>/.
 A rerun skips finished runs.
 """
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -41,14 +40,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
-    add_common_arguments,
-    add_settings_arguments,
     check_reusable,
     load_data,
     mean_std,
     prepare_study_dir,
-    resolve_settings,
+    resolve_study_settings,
     run_study,
+    study_parser,
     write_table,
 )
 
@@ -176,23 +174,14 @@ RESULTS_DIR = "runs/fast-ablation"
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.fast_ablation",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_common_arguments(parser, RESULTS_DIR)
-    add_settings_arguments(parser, Settings, HELP, choices={"verbose": (0, 1, 2)})
+    parser = study_parser("python -m experiments.fast_ablation", __doc__, RESULTS_DIR, Settings, HELP)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    smoke = parser.parse_args(argv).smoke
     try:
-        args, settings = resolve_settings(parser, argv, SmokeSettings if smoke else Settings)
-        if smoke and args.results_dir == RESULTS_DIR:
-            args.results_dir += "-smoke"
+        args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
         configs = configurations(settings)
     except ValueError as e:
         parser.error(str(e))

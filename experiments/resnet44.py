@@ -48,7 +48,6 @@ Measured, on 2 CPU cores shared with other work, Keras 3.15.1:
   runs: the machine's load changed under them.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -56,15 +55,14 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
-    add_common_arguments,
-    add_settings_arguments,
     check_reusable,
     dataset_label,
     load_data,
     mean_std,
     prepare_study_dir,
-    resolve_settings,
+    resolve_study_settings,
     run_study,
+    study_parser,
     write_table,
 )
 
@@ -176,11 +174,8 @@ def run_config(settings, m, seed, train_images):
 
 def main(argv=None):
     parser = build_parser()
-    smoke = parser.parse_args(argv).smoke
     try:
-        args, settings = resolve_settings(parser, argv, SmokeSettings if smoke else Settings)
-        if smoke and args.results_dir == RESULTS_DIR:
-            args.results_dir += "-smoke"
+        args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
         m_values, seeds = integers(settings.m_values, "m_values"), integers(settings.seeds, "seeds")
         from davidnet.training import parse_milestones
 
@@ -225,13 +220,7 @@ RESULTS_DIR = "runs/resnet44"  # --smoke: runs/resnet44-smoke, so a smoke test n
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.resnet44",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_common_arguments(parser, RESULTS_DIR)
-    add_settings_arguments(parser, Settings, HELP, choices={"verbose": (0, 1, 2)})
+    parser = study_parser("python -m experiments.resnet44", __doc__, RESULTS_DIR, Settings, HELP)
     return parser
 
 

@@ -13,6 +13,7 @@ as well as the images, so they live in the data feeds (`pipelines.feeds`).
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 # Per-channel statistics of the CIFAR-10 training set, in 0..255 pixel units.
@@ -208,10 +209,7 @@ def flip_bits(n, seed):
         n: number of training images.
         seed: a seed for NumPy's `default_rng`.
     """
-    # Host-side, once per run; imported here so this module's top stays keras-only.
-    import numpy as np
-
-    return np.random.default_rng(seed).random(n) < 0.5
+    return np.random.default_rng(seed).random(n) < 0.5  # host-side, once per run
 
 
 def alternating_flip(images, flip_bits, epoch):

@@ -82,15 +82,6 @@ def model(kernel):
     return fastnet(widths=TINY, whitening_kernel=kernel)
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 # --- patch_whitening_kernel ------------------------------------------------------------
 
 

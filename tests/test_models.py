@@ -59,15 +59,6 @@ def small_resnet20():
     return resnet_cifar(20, width=0.5)
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 # --- parameter counts ------------------------------------------------------------------
 
 
