@@ -64,7 +64,7 @@ class Config:
     frozen_bn_scale: bool = False  # fastnet: batch norms without a trainable scale
     epochs: int = 24
     batch_size: int = 512
-    optimizer: str = "sgd"  # sgd (Nesterov) | adam
+    optimizer: str = "sgd"  # sgd (Nesterov) | adam | muon (Muon for conv filters, Nesterov SGD for the rest)
     lr: float = 0.4  # peak learning rate
     momentum: float = 0.9
     muon_lr: float = 0.24  # muon: the conv filters' peak learning rate (the rest: SGD at lr)

@@ -269,3 +269,19 @@ def test_a_tiny_fast_preset_run_reports_its_tta_accuracy(tmp_path):
     assert "with TTA level 2" in summary_line(results)
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert loaded.get_layer("whiten").kernel.trainable is False
+
+
+def test_the_progress_bar_keeps_dispatch_asynchronous_and_shows_steps_in_order(capsys):
+    from davidnet.timing import TimeToAccuracy
+    from davidnet.training import ProgressBar
+
+    bar = ProgressBar()
+    if keras.backend.backend() == "jax":  # where Keras dispatches batch ends on worker threads
+        assert keras.callbacks.CallbackList([bar, TimeToAccuracy()])._async_train
+    bar.set_params({"epochs": 1, "steps": 4, "verbose": 1})
+    bar.on_train_begin()
+    bar.on_epoch_begin(0)
+    bar.on_train_batch_end(2, {"loss": 1.0})
+    bar.on_train_batch_end(1, {"loss": 9.0})  # an earlier step's update arriving late is dropped
+    assert bar.progbar._seen_so_far == 3
+    assert "9.0" not in capsys.readouterr().out
