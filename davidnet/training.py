@@ -46,6 +46,7 @@ CHOICES = {
     "verbose": (0, 1, 2),
     "tta": (0, 1, 2),
 }
+EVAL_BATCH = 1000  # test images per evaluation step
 FASTNET_ONLY = ("activation", "whiten", "dirac", "frozen_bn_scale")
 FASTNET_WIDTHS = (64, 256, 256)  # airbench94's, before --width
 POSITIVE = ("bias_lr_scale", "epochs", "batch_size", "copies", "subset", "step_size", "width", "decay")
@@ -230,7 +231,7 @@ def _base_optimizer(config, learning_rate, model):
             learning_rate=learning_rate,
             momentum=config.momentum,
             nesterov=True,
-            weight_decay=config.weight_decay / (1.0 - config.momentum) or None,
+            weight_decay=sgd_decay or None,
             clipnorm=config.clipnorm,
             clipvalue=config.clipvalue,
         )
@@ -450,17 +451,17 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
     if loop == "scan":
         scan.install(model, feed)
     tta = tta_model(model, config.tta) if config.tta else None
-    if config.precompile and not model.optimizer.built:
-        # Compiling needs the model built. fit would build it on a batch drawn
-        # from the feed, which starts an epoch of it: the device feed draws
-        # that permutation here too, so a precompiled run trains on the same
-        # batches as a plain one.
-        model._symbolic_build(data_batch=feed_example(feed))
-        if isinstance(feed, DeviceFeed):
-            feed.on_epoch_begin()
     if config.precompile and keras.backend.backend() != "jax":
         print(f"note: --precompile compiles JAX steps; on {keras.backend.backend()} compile_s is the first step's time instead")
     elif config.precompile:
+        if not model.optimizer.built:
+            # Compiling needs the model built. fit would build it on a batch
+            # drawn from the feed, which starts an epoch of it: the device feed
+            # draws that permutation here too, so a precompiled run trains on
+            # the same batches as a plain one.
+            model._symbolic_build(data_batch=feed_example(feed))
+            if isinstance(feed, DeviceFeed):
+                feed.on_epoch_begin()
         timer.set_compile_time(precompile(model, feed, data.x_test[:EVAL_BATCH], y_test[:EVAL_BATCH], tta))
     # Our own progress bar, listed before the report, so the bar's line is
     # finished before the epoch line is printed.
@@ -506,9 +507,6 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
     if status != "interrupted":
         remove_checkpoint(results_dir)  # finished: model.keras and results.json hold it
     return results
-
-
-EVAL_BATCH = 1000
 
 
 class ProgressBar(keras.callbacks.ProgbarLogger):
