@@ -44,7 +44,7 @@ case "${1:-}" in
     cp /tmp/fast/table.csv "$OUT/fast_table.csv"
     ;;
   ablation1|ablation2)
-    if [ "$1" = ablation1 ]; then only=whitening,dirac,gelu,frozen-bn-scale,alternating-flip; else only=translate,muon,bias-lr-scale,label-smoothing,tta,lookahead; fi
+    if [ "$1" = ablation1 ]; then only=whitening,dirac,gelu,frozen-bn-scale,alternating-flip; else only=translate,muon,head-lr,whiten-bias-epochs,label-smoothing,tta,lookahead; fi
     python3 -m experiments.fast_ablation --data-dir "$DATA" --only "$only" --seeds 10 \
       --compile-cache "$CACHE" --results-dir "/tmp/$1" 2>&1 | tee "$OUT/$1.log"
     cp "/tmp/$1/table.csv" "$OUT/$1_table.csv"

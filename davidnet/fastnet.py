@@ -1,4 +1,4 @@
-"""The airbench94 network (Keller Jordan, arXiv 2404.00498) and its two initialisations.
+"""The airbench94_muon network (Keller Jordan, arXiv 2404.00498) and its two initialisations.
 
 Three pieces, each usable on its own (for instance with DavidNet):
 
@@ -8,7 +8,7 @@ Three pieces, each usable on its own (for instance with DavidNet):
 - `Dirac`: a kernel initializer that makes the first output channels of a
   convolution copy its input channels (airbench's `dirac_`), an implicit
   residual connection without an `Add`.
-- `fastnet`: the airbench94 network in the functional API, taking uint8 images
+- `fastnet`: airbench94_muon's network in the functional API, taking uint8 images
   like `davidnet.models.davidnet` and ending in float32 logits.
 
 Example:
@@ -24,12 +24,14 @@ import keras
 import numpy as np
 from keras import layers
 
+from davidnet.initializers import Standardized, torch_bias, torch_default
 from pipelines.augment import BatchAugmentation
 
-# airbench's BatchNorm: PyTorch momentum 0.6 (the weight of the new batch) is
-# Keras momentum 0.4 (the weight of the running value); epsilon as airbench
-# (Keras's batch norm computes in float32 also under mixed_bfloat16).
-BN_MOMENTUM = 0.4
+# airbench's BatchNorm(momentum=0.6) passes 1 - 0.6 = 0.4 to PyTorch as the
+# weight of the new batch, so the running statistics keep 0.6 of their old
+# value: Keras momentum (the weight of the running value) 0.6. Epsilon as
+# airbench (Keras's batch norm computes in float32 also under mixed_bfloat16).
+BN_MOMENTUM = 0.6
 BN_EPSILON = 1e-12
 
 
@@ -39,7 +41,9 @@ def patch_whitening_kernel(images, patch_size=2, eps=5e-4):
     The patches' second-moment matrix (about zero, as in airbench: the images
     are normalised, so it is their covariance up to the small per-channel
     means) is eigen-decomposed; each eigenvector, scaled by
-    1 / sqrt(eigenvalue + eps), becomes one filter, largest eigenvalue first.
+    1 / sqrt(eigenvalue + eps), becomes one filter, in `eigh`'s ascending
+    order of eigenvalues (airbench94_muon's `init_whiten`; airbench94 put the
+    largest first, which only permutes the channels).
     The same filters negated follow, so that a ReLU/GELU after the convolution
     keeps both signs of every component. Computed in float64 with NumPy, on the
     host, once per run.
@@ -88,8 +92,6 @@ def patch_whitening_kernel(images, patch_size=2, eps=5e-4):
         moment += patches.T @ patches
         count += len(patches)
     eigenvalues, eigenvectors = np.linalg.eigh(moment / count)
-    # eigh sorts ascending; airbench puts the largest component first.
-    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
     filters = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0.0) + eps)
     kernel = np.concatenate([filters, -filters], axis=1)
     return kernel.reshape(patch_size, patch_size, channels, 2 * dim).astype(np.float32)
@@ -108,11 +110,9 @@ class Dirac(keras.initializers.Initializer):
 
     Args:
         base: initializer (or its name) for the other channels. Default
-            "glorot_uniform", Keras's `Conv2D` default, so `dirac=False` in
-            `fastnet` changes only the identity part. (airbench's PyTorch
-            default is `VarianceScaling(1/3, "fan_in", "uniform")`, whose range
-            is 0.6 to 0.9 times Glorot's at airbench's widths; pass it as
-            `base` to match.)
+            "glorot_uniform", Keras's `Conv2D` default; `fastnet` passes
+            PyTorch's default (`davidnet.initializers.torch_default`), as
+            airbench's convs draw it before `dirac_`.
 
     Example:
     ```python
@@ -174,15 +174,18 @@ def fastnet(
     batch_norm_momentum=BN_MOMENTUM,
     frozen_bn_scale=True,
     dirac=True,
-    logit_scale=1 / 9,
+    logit_scale=None,
     name="fastnet",
 ):
-    """The airbench94 network: a whitening conv and three conv groups.
+    """airbench94_muon's network (its `CifarNet`): a whitening conv and three conv groups.
 
     whiten: 2x2 "valid" conv with 2*2*2*3 = 24 filters and a bias -> activation;
     then per group: 3x3 conv -> 2x2 max-pool -> BN -> activation -> 3x3 conv ->
     BN -> activation (no conv biases); global max-pool (airbench's MaxPool2d(3)
     on the final 3x3 map); linear without bias; logits times `logit_scale`.
+    Initialisation as airbench94_muon: PyTorch's defaults for the whitening
+    conv (its bias U(+-1/sqrt(12))) and under `Dirac`; the head drawn with
+    PyTorch's default and rescaled to standard deviation 1 (`Standardized`).
     1,971,352 trainable parameters at the default widths with a whitening
     kernel (its 288 weights then frozen).
 
@@ -195,12 +198,13 @@ def fastnet(
             installed and frozen (the bias still trains). None: a 2x2 kernel
             trained from Keras's default initialisation.
         activation: a Keras activation name ("gelu" as airbench, "relu").
-        batch_norm_momentum: Keras momentum of every batch norm (0.4 is
-            PyTorch's 0.6 in airbench).
+        batch_norm_momentum: Keras momentum of every batch norm (0.6: the
+            running statistics keep 0.6 of their value, as airbench's).
         frozen_bn_scale: True: batch norms have no trainable scale (gamma
             fixed at 1), only a bias, as in airbench.
-        dirac: identity-initialise the 3x3 convs (`Dirac`); False: Glorot uniform.
-        logit_scale: multiplier on the logits (1/9 in airbench).
+        dirac: identity-initialise the 3x3 convs (`Dirac`); False: PyTorch's default.
+        logit_scale: multiplier on the logits; None: 1 / widths[-1], as
+            airbench94_muon divides the head's output by its input width.
         name: the model's name.
 
     Example:
@@ -224,7 +228,8 @@ def fastnet(
     inputs = keras.Input((32, 32, 3), name="images")
     x = BatchAugmentation(**(augmentation or {}), name="augment")(inputs)
     whiten = WhiteningConv2D(
-        2 * patch * patch * 3, patch, padding="valid", kernel_trainable=whitening_kernel is None, name="whiten"
+        2 * patch * patch * 3, patch, padding="valid", kernel_trainable=whitening_kernel is None,
+        kernel_initializer=torch_default(), bias_initializer=torch_bias(patch * patch * 3), name="whiten",
     )
     x = whiten(x)
     if whitening_kernel is not None:
@@ -235,7 +240,7 @@ def fastnet(
             prefix = f"block{group}"
             x = layers.Conv2D(
                 channels, 3, padding="same", use_bias=False,
-                kernel_initializer=Dirac() if dirac else "glorot_uniform", name=f"{prefix}_conv{part}",
+                kernel_initializer=Dirac(torch_default()) if dirac else torch_default(), name=f"{prefix}_conv{part}",
             )(x)
             if part == 1:
                 x = layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
@@ -244,6 +249,7 @@ def fastnet(
             )(x)
             x = layers.Activation(activation, name=f"{prefix}_act{part}")(x)
     x = layers.GlobalMaxPooling2D(name="pool")(x)
-    x = layers.Dense(num_classes, use_bias=False, name="linear")(x)
-    outputs = layers.Rescaling(logit_scale, dtype="float32", name="logits")(x)
+    x = layers.Dense(num_classes, use_bias=False, kernel_initializer=Standardized(torch_default()), name="linear")(x)
+    scale = 1.0 / widths[-1] if logit_scale is None else logit_scale
+    outputs = layers.Rescaling(scale, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -8,6 +8,7 @@ so they also work under the `mixed_bfloat16` policy.
 import keras
 from keras import layers
 
+from davidnet.initializers import he_fan_out, torch_bias, torch_default
 from pipelines.augment import BatchAugmentation
 
 # DavidNet as data, in the manner of cifar10-fast: each stage is
@@ -35,15 +36,28 @@ def _inputs(augmentation):
     return inputs, BatchAugmentation(**(augmentation or {}), name="augment")(inputs)
 
 
-def conv_bn(x, channels, name, strides=1, relu=True, batch_norm=True, regularizer=None):
-    """3x3 convolution, batch norm, optionally ReLU. Without batch norm (an
-    ablation) the convolution gets the bias that batch norm would have replaced."""
+def conv_bn(
+    x, channels, name, strides=1, relu=True, batch_norm=True, regularizer=None, init=torch_default,
+    bias=False, zero_gamma=False,
+):
+    """3x3 convolution, batch norm, optionally ReLU.
+
+    `init` makes the kernel's initializer (PyTorch's default unless given).
+    `bias` gives the convolution a bias with PyTorch's default init (the
+    ResNet-9 tutorial's convs have one); without batch norm (an ablation) it
+    gets one anyway, the bias that batch norm would have replaced.
+    `zero_gamma` starts the batch norm's scale at 0 (Hoffer et al.'s last
+    batch norm of each residual block)."""
+    fan_in = 9 * x.shape[-1]
+    use_bias = bias or not batch_norm
     x = layers.Conv2D(
-        channels, 3, strides=strides, padding="same", use_bias=not batch_norm,
-        kernel_regularizer=regularizer, name=f"{name}_conv",
+        channels, 3, strides=strides, padding="same", use_bias=use_bias, kernel_initializer=init(),
+        bias_initializer=torch_bias(fan_in) if bias else "zeros", kernel_regularizer=regularizer, name=f"{name}_conv",
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, gamma_initializer="zeros" if zero_gamma else "ones", name=f"{name}_bn"
+        )(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
@@ -61,6 +75,8 @@ def davidnet(
     l1=0.0,
     l2=0.0,
     dropout=0.0,
+    conv_bias=False,
+    head_bias=False,
     name="davidnet",
 ):
     """DavidNet / ResNet-9 exactly as in David Page's DAWNBench entry.
@@ -68,7 +84,8 @@ def davidnet(
     prep conv 64; layer1 conv 128 + max-pool + residual(2 x conv-bn-relu 128);
     layer2 conv 256 + max-pool; layer3 conv 512 + max-pool + residual(512);
     global max-pool; linear without bias; logits scaled by 0.125.
-    6,573,120 trainable parameters at width 1.
+    6,573,120 trainable parameters at width 1. Convolutions and the linear
+    layer start from PyTorch's default init, as cifar10-fast's did.
 
     Args:
         width: channel multiplier (e.g. 0.25 for quick CPU runs).
@@ -79,6 +96,9 @@ def davidnet(
         batch_norm: False removes every batch norm (the normalisation ablation).
         l1, l2: kernel regularisation of every convolution and the classifier.
         dropout: dropout rate before the classifier (0: none).
+        conv_bias, head_bias: biases (PyTorch's default init) on the
+            convolutions and the linear layer (the ResNet-9 tutorial's network:
+            see `resnet9`).
 
     Example:
     ```python
@@ -87,7 +107,7 @@ def davidnet(
     ```
     """
     inputs, x = _inputs(augmentation)
-    conv = dict(batch_norm=batch_norm, regularizer=regularizer(l1, l2))
+    conv = dict(batch_norm=batch_norm, regularizer=regularizer(l1, l2), bias=conv_bias)
     for stage, (channels, pool, residual) in DAVIDNET_STAGES.items():
         channels = scaled(channels, width)
         x = conv_bn(x, channels, stage, **conv)
@@ -100,9 +120,24 @@ def davidnet(
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    x = layers.Dense(num_classes, use_bias=False, kernel_regularizer=conv["regularizer"], name="linear")(x)
+    x = layers.Dense(
+        num_classes, use_bias=head_bias, kernel_initializer=torch_default(), bias_initializer=torch_bias(x.shape[-1]),
+        kernel_regularizer=conv["regularizer"], name="linear",
+    )(x)
     outputs = layers.Rescaling(logit_scale, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def resnet9(dropout=0.2, name="resnet9", **kwargs):
+    """The ResNet-9 of the Adam + one-cycle tutorial (Aakash N S, Jovian,
+    "05b-cifar10-resnet"): DavidNet's layers with biases on every convolution
+    and on the linear layer, dropout 0.2 before it, and unscaled logits.
+
+    Args:
+        dropout: the tutorial's 0.2.
+        **kwargs: as for `davidnet`.
+    """
+    return davidnet(dropout=dropout, conv_bias=True, head_bias=True, logit_scale=1.0, name=name, **kwargs)
 
 
 def _shortcut(x, channels, stride):
@@ -126,13 +161,16 @@ def resnet_cifar(
     l1=0.0,
     l2=0.0,
     dropout=0.0,
+    zero_init_residual=False,
     name=None,
 ):
     """The CIFAR ResNets of He et al. 2016, section 4.2 (ResNet-20/32/44/56/110).
 
     3 stages of n basic blocks (depth = 6n + 2) with 16/32/64 channels and
     identity shortcuts; global average pool; dense with bias. ResNet-44 has
-    about 0.66M parameters.
+    about 0.66M parameters. Convolutions start from He et al.'s normal init
+    over the fan-out and the dense layer from N(0, 0.01) with a zero bias,
+    as in Hoffer et al.'s code.
 
     Args:
         depth: 6n + 2.
@@ -140,12 +178,14 @@ def resnet_cifar(
         num_classes: outputs of the classifier.
         augmentation: keyword arguments for `BatchAugmentation`.
         batch_norm, l1, l2, dropout: as for `davidnet`.
+        zero_init_residual: start the last batch norm's scale of each block
+            at 0, so each block starts as its shortcut (Hoffer et al.'s code).
     """
     if (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110). Got: {depth}")
     blocks = (depth - 2) // 6
     inputs, x = _inputs(augmentation)
-    conv = dict(batch_norm=batch_norm, regularizer=regularizer(l1, l2))
+    conv = dict(batch_norm=batch_norm, regularizer=regularizer(l1, l2), init=he_fan_out)
     x = conv_bn(x, scaled(16, width), "stem", **conv)
     for stage, channels in enumerate((16, 32, 64)):
         channels = scaled(channels, width)
@@ -153,14 +193,17 @@ def resnet_cifar(
             stride = 2 if stage > 0 and block == 0 else 1
             block_name = f"stage{stage + 1}_block{block + 1}"
             branch = conv_bn(x, channels, f"{block_name}_a", strides=stride, **conv)
-            branch = conv_bn(branch, channels, f"{block_name}_b", relu=False, **conv)
+            branch = conv_bn(branch, channels, f"{block_name}_b", relu=False, zero_gamma=zero_init_residual, **conv)
             x = layers.Add(name=f"{block_name}_add")([_shortcut(x, channels, stride), branch])
             x = layers.ReLU(name=f"{block_name}_out")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, dtype="float32", kernel_regularizer=conv["regularizer"], name="logits")(x)
+    outputs = layers.Dense(
+        num_classes, dtype="float32", kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+        kernel_regularizer=conv["regularizer"], name="logits",
+    )(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
 
 
-MODELS = {"davidnet": davidnet, "resnet44": resnet_cifar}
+MODELS = {"davidnet": davidnet, "resnet9": resnet9, "resnet44": resnet_cifar}

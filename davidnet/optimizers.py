@@ -18,45 +18,21 @@ here, so it can also be combined with the classic DavidNet recipe:
   and runs inside the compiled train step (no per-step callback);
   :class:`AirbenchAlphaSchedule` is airbench's schedule for ``alpha``.
 
-Weight decay: airbench against Keras
-------------------------------------
-Keras's ``weight_decay`` is decoupled: ``w -= lr * wd * w`` once per step,
-outside the momentum. airbench uses PyTorch's SGD, whose ``weight_decay`` is
-coupled (L2 added to the gradient, so it goes through the Nesterov momentum),
-on a loss SUMMED over the batch. airbench94 (batch 1024) states its
-hyperparameters per 1024 examples: lr 11.5, momentum 0.85, weight_decay 0.0153,
-bias_scaler 64, and converts them as::
-
-    kilostep_scale = 1024 * (1 + 1 / (1 - 0.85))        = 7850.67
-    lr (PyTorch)   = 11.5 / kilostep_scale               = 1.4648e-3   (biases x 64: 9.375e-2)
-    lr * weight_decay (PyTorch) = 0.0153 * 1024 / kilostep_scale = 1.9957e-3 for every group
-
-so each step adds ``1.9957e-3 * w`` to the (summed-loss) step before momentum.
-With Keras's MEAN loss the gradient is 1/1024 of the summed one, so:
-
-* learning rate: ``1024 * 1.4648e-3 = 11.5 / 7.6667 = 1.5`` (biases ``64 * 1.5 = 96``).
-* coupled decay, exactly: an L2 term on the mean loss whose gradient is
-  ``lam * w`` with ``lr * lam = 1.9957e-3``: ``lam = 1.9957e-3 / 1.5 = 1.3305e-3``
-  (``= 0.0153 / 11.5``; biases ``1.9957e-3 / 96 = 2.079e-5``); in Keras a
-  ``keras.regularizers.L2(lam / 2)`` on each weight.
-* decoupled Keras ``weight_decay``: through Nesterov momentum m a coupled decay
-  acts, in the steady state, like a decoupled one 1 / (1 - m) times as large
-  (the rule ``davidnet.training`` uses), so ``lr * wd = 1.9957e-3 / 0.15 = 1.3305e-2``:
-  ``wd = 1.3305e-3 / 0.15 = 8.870e-3`` (biases ``2.079e-5 / 0.15 = 1.386e-4``,
-  from their own SGD in :func:`muon_sgd`'s ``groups``).
-
-airbench94_muon (batch 2000, summed loss): SGD momentum 0.85, lr 0.053 (biases)
-and 0.67 (head), ``lr * weight_decay = 2e-6 * 2000 = 4e-3``; Keras, mean loss:
-lr ``2000 * 0.053 = 106`` and ``2000 * 0.67 = 1340``, decoupled
-``wd = 4e-3 / (0.15 * 106) = 2.516e-4`` and ``4e-3 / (0.15 * 1340) = 1.990e-5``.
-Muon (lr 0.24, momentum 0.6, no weight decay) needs no conversion: the
-orthogonalised update does not depend on the scale of the gradient.
-
-Keras's SGD momentum (``v = m v - lr g; w += m v - lr g``) is PyTorch's
-(``b = m b + g; w -= lr (g + m b)``) with ``v = -lr b`` while the learning rate
-is constant; under a changing LR Keras keeps past LRs in ``v`` where PyTorch
-rescales the whole buffer by the current one, a small difference during warm-up
-and decay.
+Learning rates and weight decay: airbench94_muon in Keras
+---------------------------------------------------------
+airbench94_muon (batch 2000) sums its loss over the batch and uses PyTorch's
+SGD (Nesterov, momentum 0.85) for everything but the filters, in three groups:
+the whitening bias and the batch-norm biases at lr 0.053, the head at 0.67,
+each with ``weight_decay = 2e-6 * 2000 / lr`` (so ``lr * weight_decay =
+4e-3`` in every group), coupled: added to the gradient before the momentum.
+Keras's losses are means over the batch, 1/2000 of the sum, so the same steps
+are lr ``2000 * 0.053 = 106`` and ``2000 * 0.67 = 1340`` with coupled decay
+``4e-3 / 106 = 3.774e-5`` and ``4e-3 / 1340 = 2.985e-6``: the product is
+unchanged. :class:`davidnet.torch_optimizers.TorchSGD` is PyTorch's SGD
+(coupled decay, the buffer of summed gradients that the current learning rate
+scales), so these are exact, not an approximation. Muon (lr 0.24, momentum
+0.6, no weight decay) needs no conversion: the orthogonalised update does not
+depend on the scale of the gradient.
 """
 
 import math
@@ -65,13 +41,15 @@ import re
 import keras
 from keras import ops
 
+from davidnet.torch_optimizers import TorchSGD
+
 # airbench / Muon quintic coefficients: they maximise the slope at zero, so
 # five steps lift even small singular values into a band around 1 (0.68 to
 # 1.20 for all above 0.3% of the Frobenius norm) instead of converging to 1.
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def newton_schulz(matrix, steps=5, eps=1e-7):
+def newton_schulz(matrix, steps=3, eps=1e-7, dtype="bfloat16"):
     """Approximately orthogonalises a matrix: U V^T of its SVD, up to singular values near 1.
 
     The quintic Newton-Schulz iteration of Muon / airbench94_muon: scale the
@@ -81,17 +59,17 @@ def newton_schulz(matrix, steps=5, eps=1e-7):
     has the input's singular vectors and, after 5 steps, singular values in
     [0.68, 1.2] (all those above 0.3% of the input's Frobenius norm).
 
-    Computed in float32 and returned in the input's dtype. airbench runs it in
-    bfloat16/float16 for tensor-core speed; here the matrices of a CIFAR net are
-    small next to the convolutions (5 steps on all of DavidNet's filters, the
-    largest 512 x 4608, are about 67 GFLOP: 6% of a batch-512 train step), GPUs
-    run float32 matmuls as TF32 anyway, and float32 keeps the result comparable
-    with a NumPy reference.
+    Computed in ``dtype`` (airbench94_muon: 3 steps in bfloat16, its
+    ``zeropower_via_newtonschulz5``) and returned in the input's dtype;
+    ``dtype="float32"`` gives a result comparable with a float64 NumPy
+    reference to 1e-5.
 
     Args:
         matrix: a 2-D tensor.
-        steps: iterations (5 by default; airbench94_muon uses 3).
+        steps: iterations (airbench94_muon: 3; 5 lift more of the small
+            singular values into the band).
         eps: added to the norm, so a zero matrix stays zero.
+        dtype: the dtype of the iteration ("bfloat16" or "float32").
 
     Returns:
         A tensor of the same shape and dtype.
@@ -100,7 +78,7 @@ def newton_schulz(matrix, steps=5, eps=1e-7):
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=(8, 32)).astype("float32")
-    >>> s = np.linalg.svd(keras.ops.convert_to_numpy(newton_schulz(x)), compute_uv=False)
+    >>> s = np.linalg.svd(keras.ops.convert_to_numpy(newton_schulz(x, steps=5, dtype="float32")), compute_uv=False)
     >>> bool(0.7 < s.min() and s.max() < 1.2)
     True
     """
@@ -109,8 +87,8 @@ def newton_schulz(matrix, steps=5, eps=1e-7):
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1. Got: {steps!r}")
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
-    dtype = matrix.dtype
-    x = ops.cast(matrix, "float32")
+    out_dtype = matrix.dtype
+    x = ops.cast(matrix, dtype)
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = ops.transpose(x)
@@ -120,7 +98,7 @@ def newton_schulz(matrix, steps=5, eps=1e-7):
         x = a * x + ops.matmul(b * gram + c * ops.matmul(gram, gram), x)
     if tall:
         x = ops.transpose(x)
-    return ops.cast(x, dtype)
+    return ops.cast(x, out_dtype)
 
 
 @keras.saving.register_keras_serializable(package="davidnet")
@@ -147,7 +125,7 @@ class Muon(keras.optimizers.Optimizer):
     Variables of rank < 2 (biases, batch-norm parameters) have nothing to
     orthogonalise: ``build`` raises a ValueError naming them. Route them to
     another optimizer: :func:`muon_sgd` does (Nesterov SGD, as airbench).
-    The inherited ``weight_decay`` (decoupled) still applies, but with
+    The inherited ``weight_decay`` (Keras's, decoupled) still applies, but with
     ``normalize_weights`` the rescaling undoes it; airbench uses none.
 
     Args:
@@ -156,6 +134,7 @@ class Muon(keras.optimizers.Optimizer):
         momentum: float in [0, 1). airbench94_muon: 0.6.
         nesterov: Nesterov momentum (True in airbench94_muon).
         ns_steps: Newton-Schulz iterations (airbench94_muon: 3).
+        ns_dtype: the Newton-Schulz iteration's dtype (airbench94_muon: bfloat16).
         normalize_weights: rescale each weight to norm sqrt(out_channels)
             before its update.
         **kwargs: the base optimizer's arguments (``name``, ``weight_decay``,
@@ -168,7 +147,7 @@ class Muon(keras.optimizers.Optimizer):
     >>> model.compile(optimizer=Muon(learning_rate=0.24, momentum=0.6), loss="mse")
     """
 
-    def __init__(self, learning_rate=0.24, momentum=0.6, nesterov=True, ns_steps=5, normalize_weights=True, **kwargs):
+    def __init__(self, learning_rate=0.24, momentum=0.6, nesterov=True, ns_steps=3, normalize_weights=True, ns_dtype="bfloat16", **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1). Got: {momentum!r}")
@@ -177,6 +156,7 @@ class Muon(keras.optimizers.Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.ns_steps = ns_steps
+        self.ns_dtype = keras.backend.standardize_dtype(ns_dtype)
         self.normalize_weights = bool(normalize_weights)
 
     def build(self, variables):
@@ -206,7 +186,7 @@ class Muon(keras.optimizers.Optimizer):
         # Rows x output channels is the transpose of (out, rest); Newton-Schulz
         # commutes with transposition (and with permuting the rest), so the
         # result is airbench's (out, in * kh * kw) orthogonalisation.
-        update = ops.reshape(newton_schulz(ops.reshape(update, (-1, shape[-1])), self.ns_steps), shape)
+        update = ops.reshape(newton_schulz(ops.reshape(update, (-1, shape[-1])), self.ns_steps, dtype=self.ns_dtype), shape)
         weight = ops.cast(variable, "float32")
         if self.normalize_weights:
             norm = ops.sqrt(ops.sum(ops.square(weight)))
@@ -220,6 +200,7 @@ class Muon(keras.optimizers.Optimizer):
                 "momentum": self.momentum,
                 "nesterov": self.nesterov,
                 "ns_steps": self.ns_steps,
+                "ns_dtype": self.ns_dtype,
                 "normalize_weights": self.normalize_weights,
             }
         )
@@ -262,16 +243,19 @@ def muon_sgd(
     muon_momentum=0.6,
     nesterov=True,
     weight_decay=None,
-    ns_steps=5,
+    ns_steps=3,
     normalize_weights=True,
+    ns_dtype="bfloat16",
     groups=None,
+    default=None,
     name=None,
 ):
     """One optimizer for ``model.compile``: Muon for the conv filters, Nesterov SGD for the rest.
 
     A ``keras.optimizers.MultiOptimizer`` whose ``OptimizerMap`` sends the
     filters (by variable path) to one :class:`Muon` and everything else to one
-    ``keras.optimizers.SGD``; ``groups`` adds more optimizers for other
+    :class:`davidnet.torch_optimizers.TorchSGD` (PyTorch's SGD, as
+    airbench94_muon); ``groups`` adds more optimizers for other
     variables (airbench94_muon's head has its own learning rate). It runs in
     ``model.fit`` on JAX and TensorFlow, and ``get_config`` round-trips.
 
@@ -290,13 +274,16 @@ def muon_sgd(
         momentum: SGD momentum (airbench: 0.85).
         muon_momentum: Muon momentum (airbench94_muon: 0.6).
         nesterov: Nesterov momentum for both.
-        weight_decay: SGD's decoupled weight decay, or None (see the module
-            docstring for airbench's values). Muon gets none.
+        weight_decay: SGD's coupled weight decay (PyTorch's), or None (see
+            the module docstring for airbench94_muon's values). Muon gets none.
         ns_steps: Muon's Newton-Schulz iterations (airbench94_muon: 3).
+        ns_dtype: their dtype (airbench94_muon: bfloat16).
         normalize_weights: Muon rescales each filter to norm sqrt(out_channels).
         groups: optional dict, regular expression (full match on the variable
             path) -> a Keras optimizer, for variables that need their own
             optimizer; a variable may match only one of these and the filters.
+        default: the optimizer for everything else; None: a ``TorchSGD``
+            from ``sgd_lr``, ``momentum``, ``nesterov`` and ``weight_decay``.
         name: the MultiOptimizer's name.
 
     Returns:
@@ -307,7 +294,7 @@ def muon_sgd(
     >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
     ...                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, name="head")])
     >>> optimizer = muon_sgd(model, muon_lr=0.24, sgd_lr=0.1, weight_decay=5e-3,
-    ...                      groups={".*head/kernel": keras.optimizers.SGD(0.5, momentum=0.85, nesterov=True)})
+    ...                      groups={".*head/kernel": TorchSGD(0.5, momentum=0.85, nesterov=True)})
     >>> model.compile(optimizer=optimizer, loss="mse")
     """
     if isinstance(model_or_patterns, str):
@@ -324,8 +311,10 @@ def muon_sgd(
     # One key for all filters, so one Muon: a key per filter would come back
     # from get_config as one Muon per filter, with a different variable list.
     filter_pattern = "|".join(f"(?:{p})" for p in patterns)
-    sgd = keras.optimizers.SGD(sgd_lr, momentum=float(momentum), nesterov=nesterov, weight_decay=weight_decay)
-    muon = Muon(muon_lr, momentum=muon_momentum, nesterov=nesterov, ns_steps=ns_steps, normalize_weights=normalize_weights)
+    sgd = default or TorchSGD(sgd_lr, momentum=float(momentum), nesterov=nesterov, weight_decay=weight_decay)
+    muon = Muon(
+        muon_lr, momentum=muon_momentum, nesterov=nesterov, ns_steps=ns_steps, normalize_weights=normalize_weights, ns_dtype=ns_dtype
+    )
     mapping = {filter_pattern: muon}
     for pattern, optimizer in (groups or {}).items():
         if not isinstance(optimizer, keras.optimizers.Optimizer):

@@ -119,6 +119,10 @@ class LearningRateCallback(keras.callbacks.Callback):
         steps_per_epoch: Optimizer steps per epoch, used by schedules defined
             in epochs.  ``None`` (default) takes it from ``fit`` at the start
             of training.
+        step_offset: 0: optimizer step ``k`` (from 0) trains with the closed
+            form at ``k`` (PyTorch's schedulers, airbench); 1: at ``k + 1``
+            (cifar10-fast, whose optimizer counts the step before it reads
+            the schedule).  :meth:`lr_at` is always the closed form itself.
 
     Attributes:
         history: List of ``(global_step, lr)`` tuples, one per batch for
@@ -144,8 +148,11 @@ class LearningRateCallback(keras.callbacks.Callback):
     # epochs).  Subclasses may override with a property.
     requires_steps_per_epoch = True
 
-    def __init__(self, steps_per_epoch=None):
+    def __init__(self, steps_per_epoch=None, step_offset=0):
         super().__init__()
+        if step_offset not in (0, 1):
+            raise ValueError(f"step_offset must be 0 or 1, got {step_offset!r}.")
+        self.step_offset = int(step_offset)
         self._steps_per_epoch_arg = _check_steps_per_epoch(steps_per_epoch)
         self.steps_per_epoch = self._steps_per_epoch_arg
         self.history: list[tuple[int, float]] = []
@@ -202,8 +209,8 @@ class LearningRateCallback(keras.callbacks.Callback):
         touches the optimizer, and on JAX no per-step state sync), and at each
         epoch's end it appends that epoch's ``(step, lr)`` pairs to
         :attr:`history` from the closed form, for plots and results files.
-        The table holds ``lr_at(step)`` for steps ``0 .. total_steps - 1``;
-        later steps keep the last value.
+        The table holds ``lr_at(step + step_offset)`` for steps
+        ``0 .. total_steps - 1``; later steps keep the last value.
 
         Args:
             total_steps: the optimizer steps of the whole run.
@@ -218,7 +225,7 @@ class LearningRateCallback(keras.callbacks.Callback):
         if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps <= 0:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
         self._in_graph = True
-        return TabulatedSchedule(self.lr_values(np.arange(int(total_steps))).tolist())
+        return TabulatedSchedule(self.lr_values(np.arange(int(total_steps)) + self.step_offset).tolist())
 
     # ------------------------------------------------------------------ #
     # Callback hooks
@@ -257,7 +264,7 @@ class LearningRateCallback(keras.callbacks.Callback):
         # In-graph: the optimizer counted the steps; one read per epoch.
         self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         steps = np.arange(self._epoch_start_step, self._step)
-        self.history.extend(zip(steps.tolist(), self.lr_values(steps).tolist()))
+        self.history.extend(zip(steps.tolist(), self.lr_values(steps + self.step_offset).tolist()))
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._in_graph:
@@ -271,7 +278,7 @@ class LearningRateCallback(keras.callbacks.Callback):
         # `batch` is the index within the epoch of the first step of this
         # call, so this stays exact with steps_per_execution > 1.
         step = self._epoch_start_step + int(batch)
-        lr = self.lr_at(step)
+        lr = self.lr_at(step + self.step_offset)
         if lr != self._last_lr:
             if self._sync_before_assign:
                 # JAX: the property syncs the trainer's detached state back
@@ -293,7 +300,7 @@ class LearningRateCallback(keras.callbacks.Callback):
 
     def get_config(self) -> dict:
         """Constructor arguments (``cls(**cb.get_config())`` rebuilds it)."""
-        return {"steps_per_epoch": self._steps_per_epoch_arg}
+        return {"steps_per_epoch": self._steps_per_epoch_arg, "step_offset": self.step_offset}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -353,6 +360,7 @@ class PiecewiseLinear(LearningRateCallback):
         values: Learning rates (>= 0) at the knots, same length as ``knots``.
         steps_per_epoch: Optimizer steps per epoch; ``None`` takes it from
             ``fit``.
+        step_offset: 0 or 1, see :class:`LearningRateCallback`.
 
     Example:
 
@@ -366,8 +374,8 @@ class PiecewiseLinear(LearningRateCallback):
     >>> # model.fit(x, y, epochs=24, callbacks=[schedule])
     """
 
-    def __init__(self, knots: Sequence[float], values: Sequence[float], steps_per_epoch=None):
-        super().__init__(steps_per_epoch=steps_per_epoch)
+    def __init__(self, knots: Sequence[float], values: Sequence[float], steps_per_epoch=None, step_offset=0):
+        super().__init__(steps_per_epoch=steps_per_epoch, step_offset=step_offset)
         knots_a = np.asarray(knots, dtype=np.float64)
         values_a = np.asarray(values, dtype=np.float64)
         if knots_a.ndim != 1 or values_a.ndim != 1:
@@ -590,6 +598,7 @@ class Cyclic(LearningRateCallback):
             or ``"iterations"`` (it gets the global step).
         steps_per_epoch: Not needed by the formula (which is in iterations);
             kept for a uniform interface.
+        step_offset: 0 or 1, see :class:`LearningRateCallback`.
 
     Example:
 
@@ -617,8 +626,9 @@ class Cyclic(LearningRateCallback):
         scale_fn: Callable | str | None = None,
         scale_mode: str = "cycle",
         steps_per_epoch=None,
+        step_offset=0,
     ):
-        super().__init__(steps_per_epoch=steps_per_epoch)
+        super().__init__(steps_per_epoch=steps_per_epoch, step_offset=step_offset)
         if mode not in self.MODES:
             raise ValueError(
                 f"Unknown mode {mode!r}; allowed modes are {', '.join(map(repr, self.MODES))} "
@@ -678,17 +688,18 @@ class Cyclic(LearningRateCallback):
 
 
 class OneCycle(LearningRateCallback):
-    """One-cycle learning rate (Smith), as fastai / PyTorch ``OneCycleLR``.
+    """One-cycle learning rate and momentum (Smith), as PyTorch's ``OneCycleLR``.
 
-    With ``T`` total steps and ``W = pct_start * T``: the LR rises from
+    With ``T`` total steps and ``W = pct_start * T - 1``: the LR rises from
     ``max_lr / div_factor`` at step 0 to ``max_lr`` at step ``W``, then
-    anneals to ``max_lr / (div_factor * final_div_factor)`` at step ``T`` and
-    stays there.  Both phases use the same annealing curve: cosine
+    anneals to ``max_lr / (div_factor * final_div_factor)`` at step ``T - 1``
+    and stays there.  Both phases use the same annealing curve: cosine
     (``end + (start - end) * (1 + cos(pi * p)) / 2``) or linear, with ``p``
-    the fraction of the phase done.  This is PyTorch's ``OneCycleLR`` with
-    ``three_phase=False`` except that PyTorch ends the phases one step
-    earlier (at ``W - 1`` and ``T - 1``); like fastai's ``fit_one_cycle`` the
-    LR here is a function of ``step / T`` alone.
+    the fraction of the phase done.  The momentum goes the other way, from
+    ``max_momentum`` down to ``base_momentum`` at ``W`` and back up at
+    ``T - 1`` (:meth:`momentum_values`; Adam's ``beta_1`` in PyTorch).  This
+    is PyTorch's ``OneCycleLR`` (``three_phase=False``) step for step: its
+    optimizer step ``k`` (from 0) uses the schedule at ``k``.
 
     Args:
         max_lr: Peak learning rate.
@@ -701,8 +712,11 @@ class OneCycle(LearningRateCallback):
         div_factor: Initial LR is ``max_lr / div_factor``.
         final_div_factor: Final LR is ``max_lr / (div_factor *
             final_div_factor)``.
+        base_momentum, max_momentum: the momentum's range (PyTorch: 0.85
+            and 0.95).
         steps_per_epoch: Optimizer steps per epoch (only used with
             ``epochs``); ``None`` takes it from ``fit``.
+        step_offset: 0 or 1, see :class:`LearningRateCallback`.
 
     Example:
 
@@ -713,8 +727,10 @@ class OneCycle(LearningRateCallback):
     ...                  pct_start=0.25)
     >>> sched.total_steps
     800
-    >>> [round(sched.lr_at(s), 8) for s in (0, 200, 800)]
+    >>> [round(sched.lr_at(s), 8) for s in (0, 199, 799)]
     [0.0004, 0.01, 4e-08]
+    >>> [round(float(m), 4) for m in sched.momentum_values([0, 199, 799])]
+    [0.95, 0.85, 0.95]
     >>> # model.compile(optimizer=keras.optimizers.Adam(clipnorm=0.1), ...)
     >>> # model.fit(x, y, epochs=8, callbacks=[sched])
     """
@@ -730,9 +746,12 @@ class OneCycle(LearningRateCallback):
         anneal: str = "cos",
         div_factor: float = 25.0,
         final_div_factor: float = 1e4,
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
         steps_per_epoch=None,
+        step_offset=0,
     ):
-        super().__init__(steps_per_epoch=steps_per_epoch)
+        super().__init__(steps_per_epoch=steps_per_epoch, step_offset=step_offset)
         if (total_steps is None) == (epochs is None):
             raise ValueError(
                 "OneCycle needs exactly one of total_steps (optimizer steps) or "
@@ -760,6 +779,12 @@ class OneCycle(LearningRateCallback):
                 "div_factor and final_div_factor must be > 0, got "
                 f"{div_factor!r} and {final_div_factor!r}."
             )
+        if not 0.0 <= float(base_momentum) <= float(max_momentum) < 1.0:
+            raise ValueError(
+                f"need 0 <= base_momentum <= max_momentum < 1, got {base_momentum!r} and {max_momentum!r}."
+            )
+        self.base_momentum = float(base_momentum)
+        self.max_momentum = float(max_momentum)
         self.max_lr = float(max_lr)
         self._total_steps_arg = None if total_steps is None else int(total_steps)
         self.epochs = None if epochs is None else float(epochs)
@@ -786,17 +811,28 @@ class OneCycle(LearningRateCallback):
             return end + (start - end) / 2.0 * (np.cos(np.pi * pct) + 1.0)
         return start + (end - start) * pct
 
+    def _phases(self, steps, start, middle, end):
+        """``start`` -> ``middle`` over steps 0 .. W, ``middle`` -> ``end`` over
+        W .. T - 1, as PyTorch's ``get_lr``; ``end`` after T - 1."""
+        steps = np.asarray(steps, dtype=np.float64)
+        peak = self.pct_start * self.total_steps - 1.0
+        last = self.total_steps - 1.0
+        # Guarded divisions: a warm-up of at most one step is no warm-up.
+        up = self._anneal(start, middle, np.clip(steps / max(peak, 1e-12), 0.0, 1.0))
+        down = self._anneal(middle, end, np.clip((steps - peak) / max(last - peak, 1e-12), 0.0, 1.0))
+        return np.where(steps <= peak, up, down) if peak > 0 else down
+
     def _lr(self, steps):
-        total = float(self.total_steps)
-        warm = self.pct_start * total
-        # Guarded divisions: pct_start=0 gives an empty warm-up phase.
-        up = self._anneal(
-            self.initial_lr, self.max_lr, np.clip(steps / max(warm, 1e-12), 0.0, 1.0)
-        )
-        down = self._anneal(
-            self.max_lr, self.final_lr, np.clip((steps - warm) / (total - warm), 0.0, 1.0)
-        )
-        return np.where(steps < warm, up, down)
+        return self._phases(steps, self.initial_lr, self.max_lr, self.final_lr)
+
+    def momentum_values(self, steps) -> np.ndarray:
+        """The momentum (Adam's ``beta_1``) at each global step: max -> base -> max."""
+        return self._phases(steps, self.max_momentum, self.base_momentum, self.max_momentum)
+
+    def momentum_in_graph(self, total_steps) -> "TabulatedSchedule":
+        """The momentum as a schedule of the step for the optimizer
+        (:class:`davidnet.torch_optimizers.TorchAdam`'s ``beta_1``)."""
+        return TabulatedSchedule(self.momentum_values(np.arange(int(total_steps)) + self.step_offset).tolist())
 
     def get_config(self):
         return {
@@ -807,6 +843,8 @@ class OneCycle(LearningRateCallback):
             "anneal": self.anneal,
             "div_factor": self.div_factor,
             "final_div_factor": self.final_div_factor,
+            "base_momentum": self.base_momentum,
+            "max_momentum": self.max_momentum,
             **super().get_config(),
         }
 

@@ -5,41 +5,44 @@ and the callbacks from the config, runs `model.fit`, and writes the results
 folder after every epoch (so an interrupted run keeps its history) and in full
 at the end.
 
-Weight decay: DavidNet (cifar10-fast) used PyTorch's coupled L2 decay,
-5e-4 x batch size on a summed loss with the LR divided by the batch size; on
-Keras's mean loss the batch-size factors cancel, leaving L2 decay 5e-4 added to
-the gradient before Nesterov momentum 0.9. Keras's SGD decays weights
-decoupled from the gradient (w -= lr * wd * w per step). Through momentum, a
-coupled decay of wd acts in the steady state like a decoupled one of
-wd / (1 - momentum), so SGD gets `weight_decay = config.weight_decay / (1 - momentum)`
-(5e-3 for DavidNet). Adam gets `config.weight_decay` as it is (AdamW).
+Weight decay is PyTorch's, coupled: `config.weight_decay * w` is added to
+the gradient before the momentum (and Adam's moments), as in every reference
+here. DavidNet (cifar10-fast) used 5e-4 x batch size on a summed loss with the
+LR divided by the batch size; on Keras's mean loss the batch-size factors
+cancel, leaving 5e-4. The optimizers are `davidnet.torch_optimizers`' TorchSGD
+and TorchAdam: PyTorch's update rules (see there), which Keras's SGD (decoupled
+decay) and Adam (epsilon inside the square root's correction, fixed beta_1)
+only approximate.
 """
 
 import dataclasses
+import re
 import threading
 import time
 
 import keras
 import numpy as np
 
-from davidnet import hardware, models, optimizers, scan, schedules
+from davidnet import hardware, models, optimizers, scan, schedules, torch_optimizers
 from davidnet.fastnet import fastnet, patch_whitening_kernel
 from davidnet.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from davidnet.distribute import data_parallel, parse_devices, process_share
 from davidnet.results import check_writable, write_results
 from davidnet.timing import TimeToAccuracy
 from davidnet.tta import tta_model
-from pipelines.augment import normalize
+from pipelines.augment import CUTOUT_MODES, normalize
 from pipelines.feeds import DeviceFeed, make_feed
 
 SCHEDULES = ("piecewise", "step", "triangular", "triangular2", "exp_range", "onecycle")
 CHOICES = {
-    "model": ("davidnet", "resnet44", "fastnet"),
+    "model": ("davidnet", "resnet9", "resnet44", "fastnet"),
     "activation": ("relu", "gelu"),
     "optimizer": ("sgd", "adam", "muon"),
     "schedule": SCHEDULES,
     "anneal": ("cos", "linear"),
     "crop_mode": ("reflect", "constant"),
+    "cutout_mode": CUTOUT_MODES,
+    "lr_step_offset": (0, 1),
     "pipeline": ("auto", "device", "tfdata"),
     "loop": ("auto", "fit", "scan"),
     "precision": ("auto", "float32", "mixed_bfloat16"),
@@ -47,35 +50,43 @@ CHOICES = {
     "tta": (0, 1, 2),
 }
 EVAL_BATCH = 1000  # test images per evaluation step
-FASTNET_ONLY = ("activation", "whiten", "dirac", "frozen_bn_scale")
+FASTNET_ONLY = ("activation", "whiten", "dirac", "frozen_bn_scale", "whiten_bias_epochs")
 FASTNET_WIDTHS = (64, 256, 256)  # airbench94's, before --width
-POSITIVE = ("bias_lr_scale", "epochs", "batch_size", "copies", "subset", "step_size", "width", "decay")
-NON_NEGATIVE = ("eval_every", "lr", "muon_lr", "lookahead", "lr_start", "lr_end", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr", "l1", "l2", "dropout")
+POSITIVE = ("bias_lr_scale", "epochs", "batch_size", "copies", "subset", "step_size", "width", "decay", "ns_steps", "head_lr")
+NON_NEGATIVE = ("eval_every", "lr", "muon_lr", "lookahead", "lr_start", "lr_end", "weight_decay", "label_smoothing", "crop_padding", "cutout", "mixup", "base_lr", "l1", "l2", "dropout", "whiten_bias_epochs")
 
 
 @dataclasses.dataclass
 class Config:
     """One training run. Defaults are DavidNet's DAWNBench recipe."""
 
-    model: str = "davidnet"  # davidnet | resnet44 | fastnet (airbench94's network)
+    model: str = "davidnet"  # davidnet | resnet9 (the Adam one-cycle tutorial's) | resnet44 | fastnet (airbench94_muon's network)
     width: float = 1.0  # channel multiplier
     activation: str = "relu"  # fastnet: relu | gelu (DavidNet and ResNet-44 are ReLU networks)
     whiten: bool = False  # fastnet: first conv's kernel from the training images' patch whitening, frozen
     dirac: bool = False  # fastnet: identity-initialised 3x3 convs
     frozen_bn_scale: bool = False  # fastnet: batch norms without a trainable scale
+    whiten_bias_epochs: float = 0.0  # fastnet: the whitening bias's LR falls to 0 over these epochs, then it is frozen (airbench94_muon: 3; 0: the run's schedule)
+    zero_init_residual: bool = False  # resnet44: each block's last batch-norm scale starts at 0 (Hoffer et al.'s code)
     epochs: int = 24
     batch_size: int = 512
-    optimizer: str = "sgd"  # sgd (Nesterov) | adam | muon (Muon for conv filters, Nesterov SGD for the rest)
+    optimizer: str = "sgd"  # sgd | adam | muon (Muon for conv filters, SGD for the rest)
     lr: float = 0.4  # peak learning rate
     momentum: float = 0.9
+    nesterov: bool = True  # SGD: Nesterov momentum (He et al. and Hoffer et al.: plain)
+    lr_in_buffer: bool = True  # SGD: the momentum buffer holds lr * gradients (cifar10-fast, Keras) rather than gradients scaled by the current lr (torch.optim.SGD)
     muon_lr: float = 0.24  # muon: the conv filters' peak learning rate (the rest: SGD at lr)
-    bias_lr_scale: float = 1.0  # SGD's learning rate for biases and batch-norm betas, times this (airbench: 64)
-    lookahead: int = 0  # lookahead every k steps, airbench's alpha schedule (0: off; airbench: 5)
-    weight_decay: float = 5e-4  # coupled-L2 value for SGD (see module docstring)
+    ns_steps: int = 3  # muon: Newton-Schulz iterations, in bfloat16 (airbench94_muon: 3)
+    head_lr: float | None = None  # sgd/muon: the classifier kernel's peak learning rate, its own SGD (airbench94_muon: 1340); None: lr
+    bias_lr_scale: float = 1.0  # SGD's learning rate for biases and batch-norm betas, times this (airbench94: 64)
+    lookahead: int = 0  # lookahead every k steps, airbench's alpha schedule (0: off; airbench94: 5)
+    weight_decay: float = 5e-4  # PyTorch's coupled L2: wd * w added to the gradient (see module docstring)
+    weight_decay_kernels_only: bool = False  # no decay on biases and batch-norm parameters (Hoffer et al.)
     clipnorm: float | None = None  # clip each gradient's norm
     clipvalue: float | None = None  # clip each gradient element (the Adam one-cycle recipe: 0.1)
     label_smoothing: float = 0.0
     schedule: str = "piecewise"
+    lr_step_offset: int = 1  # optimizer step k trains at the schedule's step k + this (cifar10-fast: 1; PyTorch schedulers: 0)
     warmup_epochs: float | None = None  # piecewise peak epoch; None: 5/24 of the run (5 of 24 as DavidNet)
     lr_start: float = 0.0  # piecewise: the learning rate at step 0, as a fraction of lr (airbench: 0.2)
     lr_end: float = 0.0  # piecewise: the learning rate at the end, as a fraction of lr (airbench94: 0.07)
@@ -87,6 +98,7 @@ class Config:
     scale_fn: str | None = None  # cyclic: custom scale, e.g. "0.5*(1+sin(x*pi/2.5))"
     pct_start: float = 0.25  # onecycle: warm-up fraction
     anneal: str = "cos"  # onecycle: cos | linear
+    cycle_momentum: bool = True  # onecycle: momentum (Adam's beta_1) 0.95 -> 0.85 -> 0.95 against the LR, as PyTorch's OneCycleLR
     batch_norm: bool = True  # False: the normalisation ablation
     l1: float = 0.0  # kernel regularisation (ablations)
     l2: float = 0.0
@@ -96,6 +108,7 @@ class Config:
     flip: bool = True
     alternating_flip: bool = False  # airbench's derandomised flip in the device feed, instead of random flips
     cutout: int = 8  # cutout square side, 0 = off
+    cutout_mode: str = "inside"  # inside: wholly in the image (DavidNet) | centre: centred on any pixel, clipped (DeVries & Taylor)
     mixup: float = 0.0  # Beta(alpha) mixup, 0 = off
     copies: int = 1  # batch augmentation: copies of each sample per batch
     target: float = 0.94
@@ -129,8 +142,15 @@ class Config:
             raise ValueError(f"lr_start and lr_end are fractions of lr, in [0, 1]. Got: {self.lr_start}, {self.lr_end}")
         if (self.optimizer == "muon" or self.bias_lr_scale != 1) and (self.clipnorm or self.clipvalue):
             raise ValueError("gradient clipping is for a single optimizer: drop --clipnorm/--clipvalue with --optimizer muon or --bias-lr-scale")
-        if self.optimizer == "adam" and self.bias_lr_scale != 1:
-            raise ValueError("--bias-lr-scale gives biases their own SGD: use it with --optimizer sgd or muon")
+        if self.optimizer == "adam" and (self.bias_lr_scale != 1 or self.head_lr is not None or self.whiten_bias_epochs):
+            raise ValueError(
+                "--bias-lr-scale, --head-lr and --whiten-bias-epochs give their variables their own SGD: "
+                "use them with --optimizer sgd or muon"
+            )
+        if self.head_lr is not None and (self.clipnorm or self.clipvalue):
+            raise ValueError("gradient clipping is for a single optimizer: drop --clipnorm/--clipvalue with --head-lr")
+        if self.zero_init_residual and self.model != "resnet44":
+            raise ValueError(f"zero_init_residual: a setting of the resnet44 model; this run's model is {self.model}")
         fastnet_only = [name for name in FASTNET_ONLY if getattr(self, name) != getattr(Config, name)]
         if self.model != "fastnet" and fastnet_only:
             raise ValueError(f"{', '.join(fastnet_only)}: settings of the fastnet model; this run's model is {self.model}")
@@ -147,6 +167,7 @@ def build_model(config, x_train=None):
         "crop_mode": config.crop_mode,
         "flip": config.flip and not config.alternating_flip,  # the feed flips instead
         "cutout_size": config.cutout,
+        "cutout_mode": config.cutout_mode,
         "seed": config.seed,
     }
     if config.model == "fastnet":
@@ -165,6 +186,7 @@ def build_model(config, x_train=None):
             frozen_bn_scale=config.frozen_bn_scale,
         )
     builder = models.MODELS[config.model]
+    options = {"zero_init_residual": True} if config.zero_init_residual else {}
     return builder(
         width=config.width,
         augmentation=augmentation,
@@ -172,13 +194,15 @@ def build_model(config, x_train=None):
         l1=config.l1,
         l2=config.l2,
         dropout=config.dropout,
+        **options,
     )
 
 
 BIASES = r".*/(bias|beta)"  # variable paths of biases and batch-norm betas
+NOT_KERNELS = ["bias", "gamma", "beta"]  # variable names that --weight-decay-kernels-only exempts
 
 
-def build_optimizer(config, learning_rate=0.0, model=None):
+def build_optimizer(config, learning_rate=0.0, model=None, momentum=None):
     """The optimizer the config names.
 
     Args:
@@ -186,14 +210,20 @@ def build_optimizer(config, learning_rate=0.0, model=None):
         learning_rate: a float, or the schedule in the graph
             (`LearningRateCallback.in_graph`, a `TabulatedSchedule`).
         model: the model (needed by muon, whose conv filters are found in it).
+        momentum: a schedule of SGD's momentum / Adam's beta_1 (one-cycle's,
+            `momentum_schedule`), or None for `config.momentum` / 0.9.
 
-    sgd and adam are one Keras optimizer. With `bias_lr_scale` the biases get
-    their own SGD (learning rate times the scale, weight decay divided by it,
-    as airbench), and muon gives the conv filters Muon: both are a
-    `keras.optimizers.MultiOptimizer`. `lookahead` wraps the result in
+    sgd and adam are one optimizer (PyTorch's SGD and Adam,
+    `davidnet.torch_optimizers`). Some variables can get their own SGD, each
+    with the same product of learning rate and weight decay as the rest (as
+    airbench's groups): the biases and batch-norm betas at `bias_lr_scale`
+    times the learning rate, the classifier's kernel at `head_lr`, fastnet's
+    whitening bias on its own schedule (`whiten_bias_epochs`). With those, or
+    with muon (Muon for the conv filters), the result is a
+    `keras.optimizers.MultiOptimizer`. `lookahead` wraps it in
     `davidnet.optimizers.Lookahead` with airbench's alpha schedule.
     """
-    optimizer = _base_optimizer(config, learning_rate, model)
+    optimizer = _base_optimizer(config, learning_rate, model, momentum)
     if config.lookahead:
         total_steps = len(learning_rate.values) if isinstance(learning_rate, schedules.TabulatedSchedule) else None
         if total_steps is None:
@@ -208,52 +238,97 @@ def _scaled(learning_rate, factor):
     return learning_rate * factor
 
 
-def _base_optimizer(config, learning_rate, model):
-    sgd_decay = config.weight_decay / (1.0 - config.momentum)
+def _sgd(config, learning_rate, factor=1.0, momentum=None, **kwargs):
+    """A TorchSGD at `factor` times the run's learning rate, weight decay
+    divided by it (the same product lr * weight_decay as the main group)."""
+    optimizer = torch_optimizers.TorchSGD(
+        _scaled(learning_rate, factor) if factor != 1.0 else learning_rate,
+        momentum=config.momentum if momentum is None else momentum,
+        nesterov=config.nesterov,
+        weight_decay=(config.weight_decay / factor if factor else 0.0) or None,
+        lr_in_buffer=config.lr_in_buffer,
+        **kwargs,
+    )
+    if config.weight_decay_kernels_only:
+        optimizer.exclude_from_weight_decay(var_names=NOT_KERNELS)
+    return optimizer
+
+
+def _whiten_bias_schedule(config, learning_rate):
+    """airbench94_muon's whitening bias: lr * (1 - step / (epochs * steps per epoch)), then 0.
+    A constant learning rate (no schedule: the step benchmark) stays as it is."""
+    if not isinstance(learning_rate, schedules.TabulatedSchedule):
+        return learning_rate
+    values = learning_rate.values
+    steps = config.whiten_bias_epochs * len(values) / config.epochs
+    return schedules.TabulatedSchedule([config.lr * max(0.0, 1.0 - step / steps) for step in range(len(values))])
+
+
+def _groups(config, learning_rate, model):
+    """Variable path (exact, or a full-match regular expression) -> that group's SGD."""
     groups = {}
     if config.bias_lr_scale != 1:
-        scale = config.bias_lr_scale
-        groups[BIASES] = keras.optimizers.SGD(
-            _scaled(learning_rate, scale), momentum=config.momentum, nesterov=True, weight_decay=sgd_decay / scale or None
-        )
+        groups[BIASES] = _sgd(config, learning_rate, config.bias_lr_scale)
+    if config.head_lr is not None or config.whiten_bias_epochs:
+        if model is None:
+            raise ValueError("--head-lr and --whiten-bias-epochs need the model: build_optimizer(config, lr, model)")
+    if config.head_lr is not None:
+        head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+        groups[head.kernel.path] = _sgd(config, learning_rate, config.head_lr / config.lr if config.lr else 0.0)
+    if config.whiten_bias_epochs:
+        groups[model.get_layer("whiten").bias.path] = _sgd(config, _whiten_bias_schedule(config, learning_rate))
+    # Exact paths win over the patterns in Keras's OptimizerMap; escape them so
+    # that a pattern reading of them can match nothing else either.
+    return {key if key == BIASES else re.escape(key): value for key, value in groups.items()}
+
+
+def momentum_schedule(config, lr_callback, total_steps):
+    """One-cycle's momentum in the graph (PyTorch's OneCycleLR cycles SGD's
+    momentum and Adam's beta_1 against the LR), or None for other schedules."""
+    if isinstance(lr_callback, schedules.OneCycle) and config.cycle_momentum:
+        return lr_callback.momentum_in_graph(total_steps)
+    return None
+
+
+def _base_optimizer(config, learning_rate, model, momentum):
+    groups = _groups(config, learning_rate, model)
     if config.optimizer == "muon":
         if model is None:
             raise ValueError("the muon optimizer needs the model, to find its conv filters: build_optimizer(config, lr, model)")
         return optimizers.muon_sgd(
             model, muon_lr=_scaled(learning_rate, config.muon_lr / config.lr if config.lr else 0.0),
-            sgd_lr=learning_rate, momentum=config.momentum, weight_decay=sgd_decay or None, groups=groups,
+            sgd_lr=learning_rate, nesterov=config.nesterov, ns_steps=config.ns_steps, groups=groups,
+            default=_sgd(config, learning_rate, momentum=momentum),
         )
     if groups:
-        default = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=sgd_decay or None)
+        default = _sgd(config, learning_rate, momentum=momentum)
         return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(default, groups))
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            learning_rate=learning_rate,
-            momentum=config.momentum,
-            nesterov=True,
-            weight_decay=sgd_decay or None,
-            clipnorm=config.clipnorm,
-            clipvalue=config.clipvalue,
-        )
+        return _sgd(config, learning_rate, momentum=momentum, clipnorm=config.clipnorm, clipvalue=config.clipvalue)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(
+        optimizer = torch_optimizers.TorchAdam(
             learning_rate=learning_rate,
+            beta_1=momentum if momentum is not None else 0.9,
             weight_decay=config.weight_decay or None,
             clipnorm=config.clipnorm,
             clipvalue=config.clipvalue,
         )
-    raise ValueError(f"optimizer must be sgd or adam. Got: {config.optimizer!r}")
+        if config.weight_decay_kernels_only:
+            optimizer.exclude_from_weight_decay(var_names=NOT_KERNELS)
+        return optimizer
+    raise ValueError(f"optimizer must be sgd, adam or muon. Got: {config.optimizer!r}")
 
 
 def build_schedule(config, steps_per_epoch):
     """The learning-rate callback the config names; peaks at `config.lr`."""
+    offset = config.lr_step_offset
     if config.schedule == "piecewise":
         peak = config.warmup_epochs if config.warmup_epochs is not None else config.epochs * 5 / 24
         if not 0 <= peak <= config.epochs:
             raise ValueError(f"warmup epochs must be between 0 and the {config.epochs} epochs. Got: {peak}")
         start = config.lr * config.lr_start
         end = config.lr * config.lr_end
-        return schedules.PiecewiseLinear([0, peak, config.epochs], [start, config.lr, end], steps_per_epoch)
+        return schedules.PiecewiseLinear([0, peak, config.epochs], [start, config.lr, end], steps_per_epoch, offset)
     if config.schedule == "step":
         # He et al.'s regime: constant, divided at each milestone. Repeated knots
         # make PiecewiseLinear jump there.
@@ -264,7 +339,7 @@ def build_schedule(config, steps_per_epoch):
             values += [config.lr * config.decay**i, config.lr * config.decay ** (i + 1)]
         knots.append(float(config.epochs))
         values.append(values[-1])
-        return schedules.PiecewiseLinear(knots, values, steps_per_epoch)
+        return schedules.PiecewiseLinear(knots, values, steps_per_epoch, offset)
     if config.schedule in ("triangular", "triangular2", "exp_range"):
         scale_fn = schedules.scale_fn_from_expression(config.scale_fn) if config.scale_fn else None
         return schedules.Cyclic(
@@ -275,6 +350,7 @@ def build_schedule(config, steps_per_epoch):
             gamma=config.gamma,
             scale_fn=scale_fn,
             steps_per_epoch=steps_per_epoch,
+            step_offset=offset,
         )
     if config.schedule == "onecycle":
         return schedules.OneCycle(
@@ -283,6 +359,7 @@ def build_schedule(config, steps_per_epoch):
             pct_start=config.pct_start,
             anneal=config.anneal,
             steps_per_epoch=steps_per_epoch,
+            step_offset=offset,
         )
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}. Got: {config.schedule!r}")
 
@@ -418,9 +495,12 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
     steps_per_epoch = len(x_train) // config.batch_size
     model = build_model(config, x_train)
     lr_callback = build_schedule(config, steps_per_epoch)
+    total_steps = config.epochs * steps_per_epoch
     model.compile(
         # The schedule runs in the train step; the callback only records it.
-        optimizer=build_optimizer(config, lr_callback.in_graph(config.epochs * steps_per_epoch), model),
+        optimizer=build_optimizer(
+            config, lr_callback.in_graph(total_steps), model, momentum_schedule(config, lr_callback, total_steps)
+        ),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )

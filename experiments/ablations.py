@@ -15,7 +15,8 @@ thing changed, trained with the same budget and compared with it:
   baseline, which has none of them (only the recipe's weight decay, kept in
   every configuration; `--weight-decay 0` compares against none at all);
 - optimizer: SGD (Nesterov) and Adam at several peak learning rates, with
-  the baseline's schedule shape. Adam takes the weight decay decoupled (AdamW).
+  the baseline's schedule shape. Both take the weight decay coupled, as
+  PyTorch's SGD and Adam (davidnet.torch_optimizers).
 
 `--fraction 0.5` trains every configuration on the first half of the
 training set, to see how the comparisons change with less data.
@@ -78,7 +79,7 @@ class Settings:
     epochs: int = 24
     batch_size: int = 512
     lr: float = 0.4  # the baseline's peak learning rate (SGD, piecewise linear 0 -> lr -> 0)
-    weight_decay: float = 5e-4  # kept in every configuration (coupled-L2 value for SGD)
+    weight_decay: float = 5e-4  # kept in every configuration (PyTorch's coupled decay)
     # L1's pull (l1 per weight) is about the weight decay's (5e-4 x |w|) at DavidNet's
     # typical initial weights (|w| ~ 0.02); L2's (2 x l2 x w) doubles the decay.
     l1: float = 1e-5
@@ -122,7 +123,7 @@ HELP = {
     "epochs": "epochs per configuration",
     "batch_size": "batch size",
     "lr": "the baseline's peak learning rate (SGD)",
-    "weight_decay": "weight decay of every configuration (SGD: coupled L2 value)",
+    "weight_decay": "coupled weight decay of every configuration",
     "l1": "the L1 configuration's kernel regularisation",
     "l2": "the L2 configuration's kernel regularisation",
     "dropout": "the dropout configuration's rate before the classifier",

@@ -4,10 +4,11 @@
     python -m experiments.davidnet --epochs 2 --subset 2000 --width 0.25 --data-dir DIR
     python -m experiments.davidnet --preset fast --data-dir DIR     # airbench94_muon's recipe in Keras
 
-The recipe (the defaults) is David Page's DAWNBench entry: batch 512, SGD with
-Nesterov momentum 0.9 and weight decay 5e-4, learning rate 0 -> 0.4 -> 0
-piecewise linear with the peak at epoch 5, random 4-px crop with reflect
-padding, flip, 8x8 cutout. `python -m experiments.davidnet --help` lists the flags.
+The recipe (the defaults) is David Page's DAWNBench entry (cifar10-fast
+`dawn.py`): batch 512, SGD with Nesterov momentum 0.9 and coupled weight decay
+5e-4, learning rate 0 -> 0.4 -> 0 piecewise linear with the peak at epoch 5,
+random 4-px crop with reflect padding, flip, 8x8 cutout; docs/fidelity.md
+compares it with the reference detail by detail. `python -m experiments.davidnet --help` lists the flags.
 """
 
 import argparse
@@ -24,21 +25,30 @@ from davidnet.studies import resolve_settings  # noqa: E402  (after the env var)
 from davidnet.training import CHOICES, NON_NEGATIVE, POSITIVE, Config  # noqa: E402
 
 FLAG_HELP = {
-    "model": "network: davidnet (ResNet-9), resnet44, or fastnet (airbench94's 64/256/256 network)",
+    "model": "network: davidnet (ResNet-9), resnet9 (the Adam one-cycle tutorial's ResNet-9), resnet44, or fastnet (airbench94_muon's 64/256/256 network)",
     "width": "channel multiplier (e.g. 0.25 for quick CPU runs)",
     "activation": "fastnet: relu or gelu",
     "whiten": "fastnet: first conv initialised by patch whitening of 5000 training images, then frozen",
     "dirac": "fastnet: identity (dirac) initialisation of the 3x3 convolutions",
     "frozen_bn_scale": "fastnet: batch norms with the scale fixed at 1 (bias only)",
+    "whiten_bias_epochs": "fastnet: the whitening bias's learning rate falls linearly to 0 over these epochs, then it stays frozen (airbench94_muon: 3; 0: the run's schedule)",
+    "zero_init_residual": "resnet44: start the last batch-norm scale of each residual block at 0 (Hoffer et al.'s code)",
     "epochs": "training epochs",
     "batch_size": "batch size (before batch-augmentation copies)",
-    "optimizer": "sgd (Nesterov), adam, or muon (Muon for the conv filters, Nesterov SGD for the rest, as airbench94_muon)",
+    "optimizer": "sgd, adam (PyTorch's update rules), or muon (Muon for the conv filters, SGD for the rest, as airbench94_muon)",
     "muon_lr": "muon: the conv filters' peak learning rate (the schedule's shape applies)",
-    "bias_lr_scale": "biases and batch-norm betas get their own SGD at this many times the learning rate, weight decay divided by it (airbench: 64)",
-    "lookahead": "lookahead every k steps with airbench's alpha schedule, in the train step (0: off; airbench: 5)",
+    "ns_steps": "muon: Newton-Schulz iterations, in bfloat16 (airbench94_muon: 3)",
+    "head_lr": "sgd/muon: the classifier kernel's own SGD at this peak learning rate, weight decay scaled so lr x decay stays (airbench94_muon: 1340)",
+    "bias_lr_scale": "biases and batch-norm betas get their own SGD at this many times the learning rate, weight decay divided by it (airbench94: 64)",
+    "lookahead": "lookahead every k steps with airbench's alpha schedule, in the train step (0: off; airbench94: 5)",
     "lr": "peak learning rate of the schedule",
     "momentum": "SGD momentum",
-    "weight_decay": "weight decay (SGD: the coupled-L2 value of the original, mapped for Keras; Adam: decoupled)",
+    "nesterov": "SGD with Nesterov momentum (DavidNet, airbench) or plain (He et al., Hoffer et al.)",
+    "lr_in_buffer": "SGD's momentum buffer holds lr x gradients (cifar10-fast, Keras) or gradients that the current lr scales (--no-lr-in-buffer: torch.optim.SGD)",
+    "weight_decay": "PyTorch's coupled weight decay: wd x weight added to the gradient (on a mean loss; the references' values)",
+    "weight_decay_kernels_only": "decay only conv and dense kernels, not biases and batch-norm parameters (Hoffer et al.)",
+    "lr_step_offset": "optimizer step k trains at the schedule's step k + this: 1 as cifar10-fast, 0 as PyTorch's schedulers",
+    "cycle_momentum": "onecycle: cycle the momentum (Adam's beta_1) 0.95 -> 0.85 -> 0.95 against the learning rate, as PyTorch's OneCycleLR",
     "clipnorm": "clip each gradient to this norm",
     "clipvalue": "clip each gradient element to [-v, v]",
     "label_smoothing": "label smoothing of the cross-entropy",
@@ -63,6 +73,7 @@ FLAG_HELP = {
     "flip": "random left-right flips",
     "alternating_flip": "airbench's derandomised flip, in the device feed: every image mirrored in every other epoch (replaces --flip)",
     "cutout": "cutout square side in pixels (0: off)",
+    "cutout_mode": "inside: the square wholly in the image (DavidNet); centre: centred on any pixel and clipped at the border (DeVries & Taylor, Hoffer et al.)",
     "mixup": "mixup Beta(alpha) parameter (0: off)",
     "copies": "batch augmentation: copies of each sample in a batch",
     "target": "test accuracy to time (0.94 for DAWNBench; read 0.91 on the JPEG copy)",

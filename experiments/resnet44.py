@@ -4,28 +4,33 @@
     python -m experiments.resnet44 --epochs 40 --m-values 0,4 --seeds 0,1
     python -m experiments.resnet44 --smoke                        # seconds on a CPU, synthetic data
 
-The recipe is He et al. 2016's CIFAR-10 ResNet-44 (section 4.2): batch 64, SGD
-with momentum 0.9, learning rate 0.1 divided by 10 at 50% and 75% of the run
-(epochs 82 and 123 of 164, i.e. He et al.'s 32k and 48k of 64k iterations),
-weight decay 1e-4, 4-pixel zero padding, random 32x32 crop and flip.
+The recipe is He et al. 2016's CIFAR-10 ResNet-44 (section 4.2) as Hoffer et
+al.'s code (github.com/eladhoffer/convNet.pytorch) trains it: batch 64, SGD
+with plain (not Nesterov) momentum 0.9, learning rate 0.1 divided by 10 after
+epochs 81 and 122 of 164 (the code's regime; He et al.'s 32k and 48k of 64k
+iterations), coupled weight decay 1e-4 on the conv and dense kernels only,
+He-normal (fan-out) conv init, 4-pixel zero padding, random 32x32 crop and
+flip. docs/fidelity.md lists every setting against both references.
 
 Batch augmentation (BA) puts M differently augmented copies of each of the 64
 samples in every batch: a batch of M x 64, the same number of steps per
 epoch, M times the compute per step. Following Hoffer et al.'s code
-(github.com/eladhoffer/convNet.pytorch: `--duplicates M --cutout`, which is one
-16x16 cutout hole per copy, `{'holes': 1, 'length': 16}` in main.py; its README's
-ResNet-44 example is `--duplicates 40 --cutout -b 64`), the copies also get
-cutout 16. M = 0 is the plain He et al. recipe (no cutout, no copies); M = 1 is
-that recipe plus cutout 16, without copies, for telling the two effects apart.
+(`--duplicates M --cutout`, which is one 16x16 cutout hole per copy,
+`{'holes': 1, 'length': 16}` in main.py, centred on any pixel and clipped at
+the border as DeVries & Taylor's Cutout; its README's ResNet-44 example is
+`--duplicates 40 --cutout -b 64 --epochs 100`), the copies also get cutout
+16. M = 0 is the plain He et al. recipe (no cutout, no copies); M = 1 is that
+recipe plus cutout 16, without copies, for telling the two effects apart.
 
 The claim under test: more copies reach a given validation error in fewer
 epochs, and a lower final error. What that costs in wall time is the
 `wall_to_target_s` column: each step does M times the work.
 
-Differences from the originals: our SGD is Nesterov (davidnet.training builds
-it so) where He et al. and Hoffer et al. used plain momentum; weight decay is
-the coupled-L2 value 1e-4, mapped to Keras's decoupled decay (see
-davidnet.training).
+Differences from Hoffer et al.'s code (docs/fidelity.md says why): identity
+shortcuts with zero-padded channels (He et al.'s option A) where the code
+projects with a 1x1 conv, CIFAR-10's normalisation where it uses ImageNet's,
+and the crop's padding is the mean colour (zeros after normalising) where the
+code pads black.
 
 Outputs, in --results-dir (default runs/resnet44, runs/resnet44-smoke for
 --smoke): table.csv (one row per M: means over seeds), validation_error.png
@@ -73,11 +78,12 @@ class Settings:
 
     m_values: str = "0,2,4,8,16,32"  # M: 0 = He et al. only; 1 = + cutout; >= 2 = M copies with cutout
     epochs: int = 164  # He et al.: 64k iterations of batch 128 on 50k images
-    milestones: str = ""  # learning rate / 10 at these epochs; "" = 50% and 75% of the epochs
+    milestones: str = ""  # learning rate / 10 at these epochs; "" = Hoffer et al.'s 81 and 122 of 164, scaled to the epochs
     batch_size: int = 64  # samples per step, before the M copies
     lr: float = 0.1
     momentum: float = 0.9
-    weight_decay: float = 1e-4  # coupled L2, as He et al.
+    weight_decay: float = 1e-4  # coupled L2 on the kernels, as He et al. and Hoffer et al.
+    zero_init_residual: bool = False  # each block's last batch-norm scale starts at 0 (Hoffer et al.'s code)
     crop_padding: int = 4  # zero padding ("constant") before the random crop
     cutout: int = 16  # cutout side of the copies (Hoffer et al.'s code: 1 hole, 16 px)
     width: float = 1.0  # channel multiplier: 16/32/64 channels at 1
@@ -112,11 +118,12 @@ SMOKE_SIZES = (256, 100)  # synthetic train / test images: 4 steps of 64 per epo
 HELP = {
     "m_values": "batch-augmentation copies M to compare, e.g. 0,2,4 (0: He et al. only; 1: + cutout; >= 2: M copies with cutout)",
     "epochs": "epochs per run",
-    "milestones": "epochs at which the learning rate is divided by 10, e.g. 82,123 (default: 50%% and 75%% of the epochs)",
+    "milestones": "epochs at which the learning rate is divided by 10, e.g. 81,122 (default: 81/164 and 122/164 of the epochs, Hoffer et al.'s regime)",
     "batch_size": "samples per step before the M copies",
     "lr": "initial learning rate",
-    "momentum": "SGD momentum (Nesterov)",
-    "weight_decay": "weight decay (coupled L2 value, mapped for Keras)",
+    "momentum": "SGD momentum (plain, as He et al.)",
+    "weight_decay": "coupled weight decay of the conv and dense kernels",
+    "zero_init_residual": "start each residual block's last batch-norm scale at 0 (Hoffer et al.'s code)",
     "crop_padding": "zero padding before the random crop (0: no crop)",
     "cutout": "cutout square side for M >= 1 (0: off)",
     "width": "channel multiplier (0.125 for quick CPU runs)",
@@ -139,8 +146,8 @@ def integers(text, name):
 
 
 def lr_milestones(settings):
-    """He et al.'s: the learning rate / 10 at 50% and 75% of the run, unless given."""
-    return settings.milestones or f"{settings.epochs * 0.5:g},{settings.epochs * 0.75:g}"
+    """Hoffer et al.'s regime (lr / 10 after epochs 81 and 122 of 164), scaled to the run, unless given."""
+    return settings.milestones or f"{settings.epochs * 81 / 164:g},{settings.epochs * 122 / 164:g}"
 
 
 def run_config(settings, m, seed, train_images):
@@ -156,14 +163,20 @@ def run_config(settings, m, seed, train_images):
         optimizer="sgd",
         lr=s.lr,
         momentum=s.momentum,
+        nesterov=False,
+        lr_in_buffer=False,  # torch.optim.SGD
         weight_decay=s.weight_decay,
+        weight_decay_kernels_only=True,
+        zero_init_residual=s.zero_init_residual,
         schedule="step",
+        lr_step_offset=0,  # the regime changes between epochs
         milestones=lr_milestones(s),
         decay=0.1,
         crop_padding=s.crop_padding,
         crop_mode="constant",
         flip=True,
         cutout=s.cutout if m >= 1 else 0,
+        cutout_mode="centre",
         copies=max(m, 1),
         target=s.target,
         seed=seed,

@@ -70,21 +70,37 @@ def random_flip(images, seed):
     return ops.where(flip, ops.flip(images, axis=2), images)
 
 
-def cutout(images, seed, size=8):
-    """Zeros one `size` x `size` square per image, at a random place inside it.
+CUTOUT_MODES = ("inside", "centre")
 
-    As in DavidNet: the square lies wholly inside the image. Applied to
-    normalised images, zero is the mean colour.
+
+def cutout(images, seed, size=8, mode="inside"):
+    """Zeros one `size` x `size` square per image, at a random place.
+
+    mode "inside" (DavidNet, cifar10-fast's `Cutout`): the square lies wholly
+    inside the image, its corner uniform over the places where it fits.
+    mode "centre" (DeVries & Taylor's Cutout, and Hoffer et al.'s code): its
+    centre is a uniform pixel of the image, its rows `c - size // 2` to
+    `c + size // 2` (end excluded) clipped at the border, so near the border
+    it covers less: on average 196 of 1024 pixels for size 16 on 32 x 32,
+    against 256 inside. Applied to normalised images, zero is the mean colour.
     """
     if size == 0:
         return images
+    if mode not in CUTOUT_MODES:
+        raise ValueError(f"cutout mode must be one of {', '.join(CUTOUT_MODES)}. Got: {mode!r}")
     batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
     corner = keras.random.uniform((batch, 2), seed=seed)
-    y0 = ops.floor(corner[:, 0] * (height - size + 1))[:, None, None]
-    x0 = ops.floor(corner[:, 1] * (width - size + 1))[:, None, None]
+    if mode == "inside":
+        y0 = ops.floor(corner[:, 0] * (height - size + 1))[:, None, None]
+        x0 = ops.floor(corner[:, 1] * (width - size + 1))[:, None, None]
+        y1, x1 = y0 + size, x0 + size
+    else:  # the clipping is implicit: rows and columns outside the image do not exist
+        y = ops.floor(corner[:, 0] * height)[:, None, None]
+        x = ops.floor(corner[:, 1] * width)[:, None, None]
+        y0, x0, y1, x1 = y - size // 2, x - size // 2, y + size // 2, x + size // 2
     ys = ops.arange(height, dtype="float32")[None, :, None]
     xs = ops.arange(width, dtype="float32")[None, None, :]
-    inside = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
+    inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
     return ops.where(inside[..., None], ops.zeros_like(images), images)
 
 
@@ -150,6 +166,7 @@ class BatchAugmentation(keras.layers.Layer):
         crop_mode: "reflect" or "constant".
         flip: whether to flip left-right at random.
         cutout_size: side of the cutout square (0: no cutout).
+        cutout_mode: "inside" (DavidNet) or "centre" (DeVries & Taylor); see `cutout`.
         seed: an int for reproducible augmentation.
 
     Example:
@@ -166,6 +183,7 @@ class BatchAugmentation(keras.layers.Layer):
         flip=True,
         cutout_size=0,
         seed=None,
+        cutout_mode="inside",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -173,6 +191,9 @@ class BatchAugmentation(keras.layers.Layer):
         self.crop_mode = crop_mode
         self.flip = flip
         self.cutout_size = cutout_size
+        if cutout_mode not in CUTOUT_MODES:
+            raise ValueError(f"cutout_mode must be one of {', '.join(CUTOUT_MODES)}. Got: {cutout_mode!r}")
+        self.cutout_mode = cutout_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._allow_non_tensor_positional_args = True
@@ -185,7 +206,7 @@ class BatchAugmentation(keras.layers.Layer):
             if self.flip:
                 x = random_flip(x, self.seed_generator)
             if self.cutout_size:
-                x = cutout(x, self.seed_generator, self.cutout_size)
+                x = cutout(x, self.seed_generator, self.cutout_size, self.cutout_mode)
         return ops.cast(x, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -198,6 +219,7 @@ class BatchAugmentation(keras.layers.Layer):
             "crop_mode": self.crop_mode,
             "flip": self.flip,
             "cutout_size": self.cutout_size,
+            "cutout_mode": self.cutout_mode,
             "seed": self.seed,
         }
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from davidnet.models import DAVIDNET_STAGES, MODELS, davidnet, resnet_cifar, scaled
+from davidnet.models import DAVIDNET_STAGES, MODELS, davidnet, resnet9, resnet_cifar, scaled
 from pipelines.augment import BatchAugmentation
 
 
@@ -71,7 +71,7 @@ def test_resnet44_parameter_count(full_resnet44):
 
 
 def test_models_registry():
-    assert MODELS == {"davidnet": davidnet, "resnet44": resnet_cifar}
+    assert MODELS == {"davidnet": davidnet, "resnet9": resnet9, "resnet44": resnet_cifar}
 
 
 # --- width ---------------------------------------------------------------------------------

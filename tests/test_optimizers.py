@@ -48,11 +48,17 @@ def np_muon(weight, grad, buffer, lr, momentum, nesterov=True, normalize=True, s
     return weight - lr * ortho, buffer
 
 
-def np_sgd(weight, grad, velocity, lr, momentum, weight_decay=0.0):
-    """Keras SGD, Nesterov, with decoupled weight decay applied first."""
-    weight = weight - lr * weight_decay * weight
+def np_keras_sgd(weight, grad, velocity, lr, momentum):
+    """keras.optimizers.SGD, Nesterov."""
     velocity = momentum * velocity - lr * grad
     return weight + momentum * velocity - lr * grad, velocity
+
+
+def np_sgd(weight, grad, buffer, lr, momentum, weight_decay=0.0):
+    """torch.optim.SGD, Nesterov, coupled weight decay (airbench94_muon's SGD)."""
+    grad = grad + weight_decay * weight
+    buffer = momentum * buffer + grad
+    return weight - lr * (grad + momentum * buffer), buffer
 
 
 # --- newton_schulz -----------------------------------------------------------------
@@ -61,7 +67,7 @@ def np_sgd(weight, grad, velocity, lr, momentum, weight_decay=0.0):
 @pytest.mark.parametrize("shape", [(48, 12), (12, 48), (24, 24)], ids=["tall", "wide", "square"])
 def test_newton_schulz_singular_values_in_band_and_directions_of_svd(shape):
     matrix = np.random.default_rng(sum(shape)).normal(size=shape).astype("float32")
-    out = np_(newton_schulz(matrix))
+    out = np_(newton_schulz(matrix, steps=5, dtype="float32"))
     assert out.shape == shape and out.dtype == np.float32
     # The quintic maps every normalised singular value above ~0.003 into [0.682, 1.202]
     # in 5 steps. A random square matrix can have a smaller one (24 x 24, seed 2: 0.10
@@ -79,13 +85,33 @@ def test_newton_schulz_singular_values_in_band_and_directions_of_svd(shape):
 
 
 def test_newton_schulz_keeps_dtype_and_rejects_non_matrices():
-    half = np_(newton_schulz(np.eye(3, 5, dtype="float16") * 7))
+    half = np_(newton_schulz(np.eye(3, 5, dtype="float16") * 7, steps=5, dtype="float32"))
     assert half.dtype == np.float16
     np.testing.assert_allclose(half.astype(np.float32), np_newton_schulz(np.eye(3, 5) * 7), atol=2e-3)
     with pytest.raises(ValueError, match="2-D matrix"):
         newton_schulz(np.ones((2, 3, 4), "float32"))
     with pytest.raises(ValueError, match="steps"):
         newton_schulz(np.ones((2, 3), "float32"), steps=0)
+
+
+@pytest.mark.parametrize("shape", [(64, 216), (256, 576)], ids=["block1_conv1", "block2_conv1"])
+def test_newton_schulz_by_default_is_airbench94_muons_three_bfloat16_steps(shape):
+    """The default is zeropower_via_newtonschulz5 of airbench94_muon: 3 steps in bfloat16."""
+    import ml_dtypes
+
+    matrix = np.random.default_rng(shape[0]).normal(size=shape).astype("float32")
+    out = np_(newton_schulz(matrix))
+    assert out.dtype == np.float32  # back in the input's dtype
+    # Computed in bfloat16: every value is a bfloat16 number.
+    np.testing.assert_array_equal(out, out.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+    def distance(steps):
+        expected = np_newton_schulz(matrix, steps=steps)
+        return np.linalg.norm(out - expected) / np.linalg.norm(expected)
+
+    # Measured: 3.3% and 1.0% from the exact 3-step result (bfloat16's rounding),
+    # 8.5% and 20% from the 5-step one.
+    assert distance(3) < 0.05 and distance(5) > 2 * distance(3)
 
 
 # --- Muon --------------------------------------------------------------------------
@@ -97,7 +123,7 @@ def test_muon_two_steps_match_airbench_reference(nesterov, normalize):
     kernel0 = rng.normal(size=(3, 3, 2, 4)).astype("float32")  # Conv2D (kh, kw, in, out)
     dense0 = rng.normal(size=(5, 7)).astype("float32")
     kernel, dense = keras.Variable(kernel0, name="kernel"), keras.Variable(dense0, name="dense")
-    optimizer = Muon(learning_rate=0.1, momentum=0.6, nesterov=nesterov, normalize_weights=normalize)
+    optimizer = Muon(learning_rate=0.1, momentum=0.6, nesterov=nesterov, normalize_weights=normalize, ns_steps=5, ns_dtype="float32")
     expected = {"kernel": (kernel0.astype(np.float64), 0.0), "dense": (dense0.astype(np.float64), 0.0)}
     for _ in range(2):
         grads = {"kernel": rng.normal(size=kernel0.shape), "dense": rng.normal(size=dense0.shape)}
@@ -154,12 +180,12 @@ def test_filters_and_rest_splits_conv_kernels_from_the_rest():
 
 @pytest.mark.parametrize("lookahead", [False, True], ids=["muon_sgd", "lookahead_of_muon_sgd"])
 def test_muon_sgd_in_fit_gives_filters_muon_and_the_rest_sgd(lookahead):
-    """Two fit steps: conv kernel = Muon (scheduled LR), conv bias and head = Nesterov SGD with decay."""
+    """Two fit steps: conv kernel = Muon (scheduled LR), conv bias and head = PyTorch's Nesterov SGD with coupled decay."""
     model = conv_model()
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(8, 4, 4, 2)).astype("float32"), rng.normal(size=(8, 2)).astype("float32")
     muon_lr = keras.optimizers.schedules.ExponentialDecay(0.2, decay_steps=1, decay_rate=0.5)  # 0.2, then 0.1
-    optimizer = muon_sgd(model, muon_lr=muon_lr, sgd_lr=0.05, momentum=0.85, weight_decay=0.01)
+    optimizer = muon_sgd(model, muon_lr=muon_lr, sgd_lr=0.05, momentum=0.85, weight_decay=0.01, ns_steps=5, ns_dtype="float32")
     if lookahead:
         optimizer = Lookahead(optimizer, sync_period=2, alpha=0.25)
     model.compile(optimizer=optimizer, loss="mse")
@@ -233,7 +259,7 @@ def test_lookahead_in_fit_matches_numpy_over_11_steps(alpha):
             slow = [w.copy() for w in fast]
         grads = dense_grads(fast, x[4 * step : 4 * step + 4], y[4 * step : 4 * step + 4])
         for i in range(2):
-            fast[i], velocity[i] = np_sgd(fast[i], grads[i], velocity[i], 0.1, 0.9)
+            fast[i], velocity[i] = np_keras_sgd(fast[i], grads[i], velocity[i], 0.1, 0.9)
         if (step + 1) % 5 == 0:
             a = alpha_at(step + 1)
             fast = slow = [a * f + (1 - a) * s for f, s in zip(fast, slow)]

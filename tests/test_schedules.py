@@ -92,23 +92,49 @@ def test_cyclic_custom_scalar_only_callable_per_iteration():
     np.testing.assert_allclose(s.lr_values(steps), [s.lr_at(i) for i in steps], rtol=0, atol=0)
 
 
-def test_one_cycle_cosine():
-    s = OneCycle(max_lr=1.0, total_steps=200, pct_start=0.25)  # warm-up ends at 50
-    initial, final = 1.0 / 25, 1.0 / (25 * 1e4)
-    assert s.lr_at(0) == pytest.approx(initial)
-    assert s.lr_at(25) == pytest.approx((initial + 1.0) / 2)  # cosine warm-up midpoint
-    assert s.lr_at(50) == pytest.approx(1.0)
-    assert s.lr_at(125) == pytest.approx((1.0 + final) / 2)  # anneal midpoint
-    assert s.lr_at(200) == pytest.approx(final)
-    assert s.lr_at(500) == pytest.approx(final)  # constant beyond the end
-    lrs = s.lr_values(np.arange(201))
-    assert np.argmax(lrs) == 50
-    assert np.all(np.diff(lrs[:51]) > 0) and np.all(np.diff(lrs[50:]) < 0)
+def torch_one_cycle(step, total, max_lr, pct_start=0.3, anneal="cos", div=25.0, final_div=1e4, base_m=0.85, max_m=0.95):
+    """PyTorch's OneCycleLR.get_lr (three_phase=False), transcribed: (lr, momentum) at step."""
+    initial = max_lr / div
+    phases = [
+        (float(pct_start * total) - 1, initial, max_lr, max_m, base_m),
+        (total - 1, max_lr, initial / final_div, base_m, max_m),
+    ]
+    if anneal == "cos":
+        curve = lambda a, b, pct: b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)  # noqa: E731
+    else:
+        curve = lambda a, b, pct: (b - a) * pct + a  # noqa: E731
+    start = 0.0
+    for i, (end, lr0, lr1, m0, m1) in enumerate(phases):
+        if step <= end or i == len(phases) - 1:
+            pct = (step - start) / (end - start)
+            return curve(lr0, lr1, pct), curve(m0, m1, pct)
+        start = end
+
+
+@pytest.mark.parametrize("total, pct_start, anneal", [(200, 0.25, "cos"), (1000, 0.3, "cos"), (97, 0.3, "linear")])
+def test_one_cycle_is_pytorchs_one_cycle_lr_step_for_step(total, pct_start, anneal):
+    s = OneCycle(max_lr=0.01, total_steps=total, pct_start=pct_start, anneal=anneal)
+    steps = np.arange(total)
+    expected = np.array([torch_one_cycle(int(k), total, 0.01, pct_start, anneal) for k in steps])
+    np.testing.assert_allclose(s.lr_values(steps), expected[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(s.momentum_values(steps), expected[:, 1], rtol=1e-12)
+    peak = pct_start * total - 1  # PyTorch's phase 1 ends here, not at pct_start * T
+    assert abs(np.argmax(s.lr_values(steps)) - peak) < 1 and np.argmax(s.lr_values(steps)) == np.argmin(s.momentum_values(steps))
+    assert s.lr_at(total - 1) == pytest.approx(0.01 / 25 / 1e4) and s.lr_at(total + 50) == s.lr_at(total - 1)
+    assert s.momentum_values(0) == pytest.approx(0.95) and s.momentum_values(total - 1) == pytest.approx(0.95)
+
+
+def test_one_cycle_tutorial_points():
+    """The tutorial's T = 1000 (8 epochs of 125 steps): warm-up ends at step 299."""
+    s = OneCycle(max_lr=0.01, epochs=8, steps_per_epoch=125, pct_start=0.3)
+    assert s.lr_at(0) == pytest.approx(4e-4) and s.lr_at(299) == pytest.approx(0.01)
+    assert s.lr_at(999) == pytest.approx(4e-8)
+    assert [round(float(m), 4) for m in s.momentum_values([0, 299, 999])] == [0.95, 0.85, 0.95]
 
 
 def test_one_cycle_linear_and_custom_factors():
-    s = OneCycle(max_lr=2.0, total_steps=100, pct_start=0.2, anneal="linear", div_factor=10, final_div_factor=100)
-    initial, final = 0.2, 0.2 / 100
+    s = OneCycle(max_lr=2.0, total_steps=101, pct_start=21 / 101, anneal="linear", div_factor=10, final_div_factor=100)
+    initial, final = 0.2, 0.2 / 100  # phase 1 ends at step 20, phase 2 at 100
     assert s.lr_at(0) == pytest.approx(initial)
     assert s.lr_at(10) == pytest.approx((initial + 2.0) / 2)
     assert s.lr_at(20) == pytest.approx(2.0)
@@ -126,8 +152,9 @@ def test_one_cycle_epochs_equal_total_steps():
 
 def test_one_cycle_without_warmup():
     s = OneCycle(1.0, total_steps=10, pct_start=0.0)
-    assert s.lr_at(0) == pytest.approx(1.0)
-    assert s.lr_at(10) == pytest.approx(1.0 / 25e4)
+    # PyTorch's phase 1 ends at step -1: step 0 is already 1/10 of the way down.
+    assert s.lr_at(0) == pytest.approx(torch_one_cycle(0, 10, 1.0, 0.0)[0]) and 0.97 < s.lr_at(0) < 1.0
+    assert s.lr_at(9) == pytest.approx(1.0 / 25e4)
 
 
 # ---------------------------------------------------------------------- #

@@ -24,12 +24,15 @@ def tiny_data(n_train=256, n_test=100):
     return Cifar10(x_train, y_train, x_test, y_test, "synthetic", "png", CLASS_NAMES)
 
 
-def test_sgd_weight_decay_is_the_coupled_value_mapped_through_momentum():
+def test_sgd_and_adam_are_pytorchs_with_the_coupled_weight_decay():
+    from davidnet.torch_optimizers import TorchAdam, TorchSGD
+
     optimizer = build_optimizer(Config())
-    assert optimizer.nesterov and optimizer.momentum == 0.9
-    assert optimizer.weight_decay == pytest.approx(5e-4 / (1 - 0.9))
+    assert isinstance(optimizer, TorchSGD) and optimizer.nesterov and optimizer.momentum == 0.9
+    assert optimizer.weight_decay == pytest.approx(5e-4) and optimizer.lr_in_buffer  # cifar10-fast's nesterov_update
     adam = build_optimizer(Config(optimizer="adam", weight_decay=1e-4, clipnorm=0.1))
-    assert adam.weight_decay == pytest.approx(1e-4) and adam.clipnorm == pytest.approx(0.1)
+    assert isinstance(adam, TorchAdam) and adam.weight_decay == pytest.approx(1e-4) and adam.clipnorm == pytest.approx(0.1)
+    assert adam.epsilon == pytest.approx(1e-8)
 
 
 def test_default_schedule_is_davidnets_and_scales_with_the_epochs():
@@ -43,17 +46,18 @@ def test_default_schedule_is_davidnets_and_scales_with_the_epochs():
 
 
 def test_training_learns_and_writes_a_complete_results_folder(tmp_path):
-    config = Config(epochs=4, target=0.5, lr=0.2, **TINY)
+    # 6 epochs: 4 left the final accuracy between 0.4 and 0.9 across seeds and backends.
+    config = Config(epochs=6, target=0.5, lr=0.2, **TINY)
     results = train(config, tiny_data(), tmp_path)
     assert results["status"] == "completed"
     assert results["backend"] == keras.backend.backend()
-    assert len(results["history"]) == 4
+    assert len(results["history"]) == 6
     assert results["final_accuracy"] > 0.5, "a tiny DavidNet should learn colour-coded classes"
     assert results["target_epoch"] is not None
     reached = next(r for r in results["history"] if r["val_accuracy"] >= 0.5)
     assert results["target_epoch"] == reached["epoch"]
     assert results["seconds_to_target"] == pytest.approx(reached["train_s_total"])
-    assert len(results["lr_history"]) == 4 * (256 // 32)
+    assert len(results["lr_history"]) == 6 * (256 // 32)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["final_accuracy"] == results["final_accuracy"]
     for name in ("dawnbench.tsv", "dawnbench.json", "accuracy_loss.png", "learning_rate.png"):
@@ -173,20 +177,25 @@ def test_step_schedule_divides_at_each_milestone():
 def test_the_adam_one_cycle_recipe_file_builds_its_optimizer_and_schedule():
     from davidnet.config_files import load_config
 
+    from davidnet.torch_optimizers import TorchAdam
+    from davidnet.training import momentum_schedule
+
     config = Config(**load_config(ROOT / "experiments" / "recipes" / "resnet9_adam_onecycle.toml", Config))
-    optimizer = build_optimizer(config)
-    assert isinstance(optimizer, keras.optimizers.Adam)
-    assert optimizer.clipvalue == pytest.approx(0.1) and optimizer.weight_decay == pytest.approx(1e-4)
     schedule = build_schedule(config, steps_per_epoch=125)
-    peak = int(0.3 * 8 * 125)
-    assert schedule.lr_at(peak) == pytest.approx(0.01)
-    assert schedule.lr_at(0) == pytest.approx(0.01 / 25)
+    optimizer = build_optimizer(config, schedule.in_graph(1000), momentum=momentum_schedule(config, schedule, 1000))
+    assert isinstance(optimizer, TorchAdam) and optimizer.beta_2 == pytest.approx(0.999)
+    assert optimizer.clipvalue == pytest.approx(0.1) and optimizer.weight_decay == pytest.approx(1e-4)
+    # OneCycleLR(optimizer, 0.01, epochs=8, steps_per_epoch=125): peak at step 0.3 * 1000 - 1.
+    assert float(optimizer.learning_rate) == pytest.approx(0.01 / 25)
+    assert [float(optimizer._learning_rate(s)) for s in (299, 999)] == pytest.approx([0.01, 0.01 / 25 / 1e4], rel=1e-5)
+    assert [float(optimizer.beta_1(s)) for s in (0, 299, 999)] == pytest.approx([0.95, 0.85, 0.95])
+    assert (config.model, config.dropout, config.cutout, config.lr_step_offset) == ("resnet9", 0.2, 0, 0)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="--precompile and --loop scan are JAX's")
 def test_a_precompiled_run_trains_exactly_like_a_plain_one_and_reports_the_warm_up(tmp_path):
     data = tiny_data(128, 100)
-    base = dict(epochs=2, lr=0.2, checkpoint=False, alternating_flip=True, lr_start=0.5, **TINY)
+    base = dict(epochs=2, lr=0.2, checkpoint=False, alternating_flip=True, lr_start=0.5, lr_step_offset=0, **TINY)
     plain = train(Config(**base), data, tmp_path / "plain")
     warm = train(Config(precompile=True, **base), data, tmp_path / "warm")
     for key in ("loss", "val_loss", "val_accuracy"):
@@ -228,7 +237,7 @@ def test_optimizer_choices_of_the_fast_preset():
     rates = sorted(o._learning_rate.values[0] for o in sgds)
     assert rates == pytest.approx([1.5, 96.0])  # the rest, and the biases at 64x
     decays = {o._learning_rate.values[0]: o.weight_decay for o in sgds}
-    assert decays[1.5] == pytest.approx(1.5e-3 / 0.15) and decays[96.0] == pytest.approx(1.5e-3 / 0.15 / 64)
+    assert decays[1.5] == pytest.approx(1.5e-3) and decays[96.0] == pytest.approx(1.5e-3 / 64)  # coupled, lr x wd kept
     plain = build_optimizer(Config(bias_lr_scale=4.0), TabulatedSchedule([0.4]))
     assert isinstance(plain, keras.optimizers.MultiOptimizer)
 
