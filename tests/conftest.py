@@ -1,6 +1,8 @@
+import contextlib
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from davidnet.hardware import use_compilation_cache
@@ -18,3 +20,36 @@ def mixed_bfloat16():
         yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _numpy_variance_scaling(self, shape, dtype=None):
+    """keras.initializers.VarianceScaling (Glorot, He, PyTorch's default...) drawn with NumPy:
+    the same distribution, from the initializer's own scale, mode and distribution."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in, fan_out = (shape[-2] * receptive, shape[-1] * receptive) if len(shape) > 1 else (shape[0], shape[0])
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+    scale = self.scale / max(1.0, fan)
+    rng = _HOST_RNG
+    if self.distribution == "uniform":
+        limit = np.sqrt(3.0 * scale)
+        values = rng.uniform(-limit, limit, shape)
+    elif self.distribution == "untruncated_normal":
+        values = rng.normal(0.0, np.sqrt(scale), shape)
+    else:  # truncated at two standard deviations, as Keras
+        std = np.sqrt(scale) / 0.87962566103423978
+        values = np.clip(rng.normal(0.0, std, shape), -2 * std, 2 * std)
+    return values.astype(keras.backend.standardize_dtype(dtype))
+
+
+_HOST_RNG = np.random.default_rng(0)
+
+
+@contextlib.contextmanager
+def host_kernel_init():
+    """On JAX every new kernel shape costs an XLA compile of the random
+    initializer (about a second each on a small CPU). Tests about architectures
+    draw the kernels with NumPy inside this, same distributions; tests about the
+    initialisations themselves (test_fidelity.py) do not."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(keras.initializers.VarianceScaling, "__call__", _numpy_variance_scaling)
+        yield

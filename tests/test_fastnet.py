@@ -7,6 +7,7 @@ from keras import ops
 
 from davidnet.fastnet import BN_EPSILON, Dirac, WhiteningConv2D, fastnet, patch_whitening_kernel
 from pipelines.augment import BatchAugmentation, normalize
+from tests.conftest import host_kernel_init
 
 TINY = (8, 16, 16)
 
@@ -52,23 +53,10 @@ def expected_trainable(widths, num_classes=10, whiten_kernel=False, bn_scale=Fal
     return count + channels * num_classes
 
 
-def _numpy_glorot_uniform(self, shape, dtype=None):
-    """Keras's Glorot uniform drawn with NumPy (as in test_models)."""
-    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    limit = np.sqrt(6.0 / ((shape[-2] + shape[-1]) * receptive))
-    return _INIT_RNG.uniform(-limit, limit, shape).astype(keras.backend.standardize_dtype(dtype))
-
-
-_INIT_RNG = np.random.default_rng(0)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def host_glorot_init():
-    """On JAX each new kernel shape costs an XLA compile of the random
-    initializer; these tests are about the architecture, so kernels are drawn
-    with NumPy, same distribution. Undone at the end of the module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(keras.initializers.GlorotUniform, "__call__", _numpy_glorot_uniform)
+def host_init():
+    """These tests are about the architecture: kernels drawn on the host (conftest)."""
+    with host_kernel_init():
         yield
 
 

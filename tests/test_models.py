@@ -6,6 +6,7 @@ import pytest
 
 from davidnet.models import DAVIDNET_STAGES, MODELS, davidnet, resnet9, resnet_cifar, scaled
 from pipelines.augment import BatchAugmentation
+from tests.conftest import host_kernel_init
 
 
 def trainable_params(model):
@@ -16,25 +17,10 @@ def images(n=2, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3)).astype("uint8")
 
 
-def _numpy_glorot_uniform(self, shape, dtype=None):
-    """Keras's Glorot uniform, drawn with NumPy on the host."""
-    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return _INIT_RNG.uniform(-limit, limit, shape).astype(keras.backend.standardize_dtype(dtype))
-
-
-_INIT_RNG = np.random.default_rng(0)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def host_glorot_init():
-    """On JAX, every new kernel shape costs an XLA compile of the random
-    initializer (about a second each on a small CPU); these tests are about the
-    architectures, so the kernels are drawn with NumPy instead, same
-    distribution. Undone at the end of the module."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(keras.initializers.GlorotUniform, "__call__", _numpy_glorot_uniform)
+def host_init():
+    """These tests are about the architectures: kernels drawn on the host (conftest)."""
+    with host_kernel_init():
         yield
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from davidnet import leaderboard
 from experiments import augmentations, dawnbench, predict
 from pipelines.augment import CIFAR10_MEAN
+from tests.conftest import host_kernel_init
 from tests.datasets import synthetic_arrays
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -270,14 +271,6 @@ def test_the_preview_png_has_one_row_per_augmentation(tmp_path, capsys):
 # --- predictions ---------------------------------------------------------------------------
 
 
-def _numpy_glorot_uniform(self, shape, dtype=None):
-    """Keras's Glorot uniform, drawn with NumPy on the host (as tests/test_models.py)."""
-    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return np.random.default_rng(0).uniform(-limit, limit, shape).astype(keras.backend.standardize_dtype(dtype))
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained DavidNet of width 1/16, saved. On JAX each new kernel shape
@@ -287,8 +280,7 @@ def tiny_model(tmp_path_factory):
     from davidnet.models import davidnet
 
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(keras.initializers.GlorotUniform, "__call__", _numpy_glorot_uniform)
+    with host_kernel_init():
         davidnet(width=0.0625).save(path)
         yield path
 

@@ -7,6 +7,7 @@ from keras import ops
 
 from davidnet.fastnet import fastnet
 from davidnet.tta import VIEW_WEIGHTS, TTAMean, TTAViews, evaluate_tta, tta_mean, tta_model, tta_views
+from tests.conftest import host_kernel_init
 
 SIZE, CLASSES = 8, 4
 
@@ -107,15 +108,10 @@ def test_level_zero_equals_predict(linear_model):
     )
 
 
-def _numpy_glorot_uniform(self, shape, dtype=None):
-    limit = np.sqrt(6.0 / ((shape[-2] + shape[-1]) * int(np.prod(shape[:-2]))))
-    return np.random.default_rng(7).uniform(-limit, limit, shape).astype(keras.backend.standardize_dtype(dtype))
-
-
-def test_tta_model_on_fastnet_with_uint8_images(monkeypatch):
+def test_tta_model_on_fastnet_with_uint8_images():
     # Kernels drawn with NumPy: on JAX each new shape would compile an initializer.
-    monkeypatch.setattr(keras.initializers.GlorotUniform, "__call__", _numpy_glorot_uniform)
-    model = fastnet(widths=(4, 8, 8))
+    with host_kernel_init():
+        model = fastnet(widths=(4, 8, 8))
     x = uint8_images(2, size=32, seed=5)
     got = tta_model(model, 2).predict(x, verbose=0)
     assert model.name == "fastnet" and tta_model(model, 1).name == "fastnet_tta1"
