@@ -56,7 +56,7 @@ FLAG_HELP = {
     "warmup_epochs": "piecewise: epoch of the peak (default 5/24 of the epochs: 5 of 24 as DavidNet)",
     "lr_start": "piecewise: learning rate at step 0, as a fraction of --lr",
     "lr_end": "piecewise: learning rate at the end, as a fraction of --lr",
-    "milestones": "step: epochs at which the learning rate is multiplied by --decay, e.g. '82,123'",
+    "milestones": "step: epochs at which the learning rate is multiplied by --decay, e.g. '81,122'",
     "decay": "step: factor at each milestone",
     "base_lr": "cyclic: lower learning rate",
     "step_size": "cyclic: half a cycle, in iterations (default 2 epochs)",
