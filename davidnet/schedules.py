@@ -225,7 +225,17 @@ class LearningRateCallback(keras.callbacks.Callback):
         if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps <= 0:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
         self._in_graph = True
-        return TabulatedSchedule(self.lr_values(np.arange(int(total_steps)) + self.step_offset).tolist())
+        return self._tabulated(self.lr_values, total_steps)
+
+    def momentum_in_graph(self, total_steps) -> "TabulatedSchedule | None":
+        """The momentum the schedule sets with the learning rate, as a schedule
+        of the step for the optimizer (SGD's momentum, Adam's ``beta_1``), or
+        None: only one-cycle has one."""
+        return None
+
+    def _tabulated(self, values, total_steps):
+        """``values(step + step_offset)`` for steps ``0 .. total_steps - 1``, as a table in the graph."""
+        return TabulatedSchedule(values(np.arange(int(total_steps)) + self.step_offset).tolist())
 
     # ------------------------------------------------------------------ #
     # Callback hooks
@@ -830,9 +840,8 @@ class OneCycle(LearningRateCallback):
         return self._phases(steps, self.max_momentum, self.base_momentum, self.max_momentum)
 
     def momentum_in_graph(self, total_steps) -> "TabulatedSchedule":
-        """The momentum as a schedule of the step for the optimizer
-        (:class:`davidnet.torch_optimizers.TorchAdam`'s ``beta_1``)."""
-        return TabulatedSchedule(self.momentum_values(np.arange(int(total_steps)) + self.step_offset).tolist())
+        """:meth:`momentum_values` in the graph (SGD's momentum, Adam's ``beta_1``)."""
+        return self._tabulated(self.momentum_values, total_steps)
 
     def get_config(self):
         return {

@@ -283,11 +283,9 @@ def _groups(config, learning_rate, model):
 
 
 def momentum_schedule(config, lr_callback, total_steps):
-    """One-cycle's momentum in the graph (PyTorch's OneCycleLR cycles SGD's
-    momentum and Adam's beta_1 against the LR), or None for other schedules."""
-    if isinstance(lr_callback, schedules.OneCycle) and config.cycle_momentum:
-        return lr_callback.momentum_in_graph(total_steps)
-    return None
+    """The schedule's own momentum in the graph (one-cycle's: PyTorch's OneCycleLR
+    cycles SGD's momentum and Adam's beta_1 against the LR), or None."""
+    return lr_callback.momentum_in_graph(total_steps) if config.cycle_momentum else None
 
 
 def _base_optimizer(config, learning_rate, model, momentum):
