@@ -32,15 +32,7 @@ import os
 
 import keras
 
-
-def parse_devices(setting):
-    """"all" or a positive integer (as text or int) -> "all" or that int."""
-    text = str(setting).strip().lower()
-    if text == "all":
-        return "all"
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise ValueError(f"devices must be 'all' or a positive integer. Got: {setting!r}")
+from davidnet.config import parse_devices
 
 
 def available_devices():

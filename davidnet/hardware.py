@@ -1,6 +1,9 @@
-"""What the run ran on: backend, accelerator and versions, for results files."""
+"""What the run ran on: backend, accelerator and versions, for results files
+and the line every run prints before it trains."""
 
+import os
 import platform
+import shutil
 import sys
 
 import keras
@@ -32,6 +35,48 @@ def describe():
         backend: _backend_version(backend),
     }
     return info
+
+
+def device_line(precision, devices_used=1):
+    """One line: backend, the devices it sees, how many the run uses, precision.
+
+    >>> device_line("float32")  # doctest: +SKIP
+    'backend: jax 0.10.2 (Keras 3.15.1); devices: 1 cpu (x86_64); using 1; precision: float32'
+    """
+    info = describe()
+    versions = info["versions"]
+    found = f"{info['device_count']} {info['platform']} ({info['device']})"
+    return (
+        f"backend: {info['backend']} {versions.get(info['backend'], '')} (Keras {versions['keras']}); "
+        f"devices: {found}; using {devices_used}; precision: {precision}"
+    )
+
+
+# What an NVIDIA driver leaves on a Linux machine, with or without a GPU build
+# of the backend. Overridable for tests.
+NVIDIA_DRIVER_PATHS = ("/proc/driver/nvidia",)
+GPU_ROUTE = {
+    "jax": "pip install -r requirements-jax-cuda.txt (jax[cuda12] at the pinned version)",
+    "tensorflow": "pip install -r requirements-tensorflow-cuda.txt (tensorflow[and-cuda] at the pinned version)",
+}
+
+
+def nvidia_gpu_present():
+    """Whether this machine has an NVIDIA GPU and driver, whatever the backend sees."""
+    return any(os.path.exists(path) for path in NVIDIA_DRIVER_PATHS) or shutil.which("nvidia-smi") is not None
+
+
+def unseen_gpu_warning():
+    """One warning line when an NVIDIA GPU is here but the backend trains on
+    the CPU (a CPU-only jaxlib or TensorFlow), else None."""
+    info = describe()
+    if info["platform"] == "gpu" or not nvidia_gpu_present():
+        return None
+    fix = GPU_ROUTE.get(info["backend"], "install the backend's CUDA build")
+    return (
+        f"warning: this machine has an NVIDIA GPU but {info['backend']} sees only {info['platform']}: "
+        f"training runs on the CPU; for the GPU, {fix} (README, Set-up)"
+    )
 
 
 def _backend_version(backend):

@@ -1,4 +1,4 @@
-"""A run's results folder: results.json, DAWNBench files and plots, all written atomically.
+"""A run's results folder: results.json, history.csv, DAWNBench files and plots, all written atomically.
 
 Every file is written to a temporary file in the same folder and renamed into
 place, so a run killed mid-write leaves the previous complete file, never half
@@ -84,9 +84,47 @@ def write_results(results_dir, results, plots=True):
     )
     write_text_atomic(results_dir / "dawnbench.tsv", tsv)
     write_json_atomic(results_dir / "dawnbench.json", rows)
+    write_text_atomic(results_dir / "history.csv", history_csv(results["history"]))
     if plots:
-        plot_history(results["history"], results_dir / "accuracy_loss.png")
+        plot_history(
+            results["history"], results_dir / "accuracy_loss.png",
+            title=run_title(results_dir, results), target=results.get("target"),
+        )
         plot_learning_rate(results.get("lr_history", []), results_dir / "learning_rate.png")
+
+
+# Columns first in history.csv, in this order; any other log key follows, sorted.
+_CSV_FIRST = ("epoch", "learning_rate", "loss", "accuracy", "val_loss", "val_accuracy", "train_s", "train_s_total", "eval_s", "wall_s")
+
+
+def history_csv(history):
+    """One row per epoch: the Keras logs (loss, accuracy, val_*, learning_rate)
+    and the timings; blank where an epoch was not evaluated.
+
+    Written from the results, not by keras.callbacks.CSVLogger: so it is
+    rewritten whole and atomically with results.json after every epoch, and
+    stays equal to it after a kill and a resume (CSVLogger appends as it goes
+    and would keep the epochs a killed run had not checkpointed)."""
+    import csv
+    import io
+
+    keys = {key for record in history for key in record}
+    columns = [key for key in _CSV_FIRST if key in keys] + sorted(keys - set(_CSV_FIRST))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def run_title(results_dir, results):
+    """A run's plot title: its name, the hardware and backend, and the data."""
+    devices = results.get("devices") or 1
+    device = results.get("device", "?")
+    hardware = (device if results.get("platform") == "gpu" else f"CPU ({device})") + (f" x{devices}" if devices > 1 else "")
+    data = results.get("data") or {}
+    label = {"jpeg": "CIFAR-10 JPEG copy", "synthetic": "synthetic data"}.get(data.get("image_format"), "CIFAR-10")
+    return f"{Path(results_dir).resolve().name}: {hardware}, {results.get('backend', '?')}, {label}"
 
 
 def pyplot():
@@ -124,25 +162,36 @@ def save_figure(fig, path, compact=False):
     os.replace(tmp, path)
 
 
-def plot_history(history, path):
-    """Accuracy and loss per epoch, train and test, side by side."""
+def plot_history(history, path, title=None, target=None):
+    """Three panels: accuracy and loss per epoch (train and test), and test
+    accuracy against training seconds, the headline's axis; `target` (an
+    accuracy) is drawn as a line on both accuracy panels."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [r["epoch"] for r in history]
-    for key, label in (("accuracy", "train"), ("val_accuracy", "test")):
-        points = [(e, r[key]) for e, r in zip(epochs, history) if isinstance(r.get(key), float)]
-        if points:
-            acc_ax.plot(*zip(*points), marker="o", label=label)
-    for key, label in (("loss", "train"), ("val_loss", "test")):
-        points = [(e, r[key]) for e, r in zip(epochs, history) if isinstance(r.get(key), float)]
-        if points:
-            loss_ax.plot(*zip(*points), marker="o", label=label)
+    fig, (acc_ax, loss_ax, time_ax) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for ax, keys in ((acc_ax, ("accuracy", "val_accuracy")), (loss_ax, ("loss", "val_loss"))):
+        for key, label in zip(keys, ("train", "test")):
+            points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), float)]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=label)
+    timed = [(r["train_s_total"], r["val_accuracy"]) for r in history if isinstance(r.get("val_accuracy"), float)]
+    if timed:
+        time_ax.plot(*zip(*timed), marker="o", color="C1", label="test")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    time_ax.set(xlabel="training seconds (evaluation excluded)", ylabel="test accuracy", title="Test accuracy against time")
+    if target is not None:
+        for ax in (acc_ax, time_ax):
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
     for ax in (acc_ax, loss_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+    for ax in (acc_ax, loss_ax, time_ax):
         ax.grid(alpha=0.3)
         if ax.lines:  # a run that diverged in its first epoch has nothing to draw
             ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -269,12 +269,15 @@ class LearningRateCallback(keras.callbacks.Callback):
         self._epoch_start_step = self._step
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._in_graph:
-            return
-        # In-graph: the optimizer counted the steps; one read per epoch.
-        self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        steps = np.arange(self._epoch_start_step, self._step)
-        self.history.extend(zip(steps.tolist(), self.lr_values(steps + self.step_offset).tolist()))
+        if self._in_graph:
+            # In-graph: the optimizer counted the steps; one read per epoch.
+            self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            steps = np.arange(self._epoch_start_step, self._step)
+            self.history.extend(zip(steps.tolist(), self.lr_values(steps + self.step_offset).tolist()))
+        if logs is not None and self.history:
+            # As Keras's LearningRateScheduler: the epoch's last learning rate
+            # in the logs, so History, CSVLogger and TensorBoard show it.
+            logs["learning_rate"] = float(self.history[-1][1])
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._in_graph:

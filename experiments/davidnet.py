@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import resolve_settings  # noqa: E402  (after the env var)
-from davidnet.training import CHOICES, NON_NEGATIVE, POSITIVE, Config  # noqa: E402
+from davidnet.config import CHOICES, NON_NEGATIVE, POSITIVE, Config  # noqa: E402  (no Keras: flags and data are checked before the backend loads)
 
 FLAG_HELP = {
     "model": "network: davidnet (ResNet-9), resnet9 (the Adam one-cycle tutorial's ResNet-9), resnet44, or fastnet (airbench94_muon's 64/256/256 network)",
@@ -148,18 +148,21 @@ def main(argv=None):
     parser = build_parser()
     args, config = resolve_settings(parser, argv, Config, PRESETS)
 
-    from davidnet.hardware import use_compilation_cache
     from davidnet.results import check_writable
-    from davidnet.training import ResumeError, summary_line, train
     from pipelines.cifar10 import DataError, load_cifar10
 
     if args.resume:
         config = _saved_config(parser, args)
     results_dir = args.results_dir or time.strftime("runs/davidnet-%Y%m%d-%H%M%S")
     try:
-        use_compilation_cache(args.compile_cache)
-        check_writable(results_dir)
+        # The data first, before Keras and its backend load (seconds): a run
+        # without data fails at once, and leaves no empty run folder.
         data = load_cifar10(args.data_dir, verify=not args.no_verify, resize=args.resize)
+        check_writable(results_dir)
+        from davidnet.hardware import use_compilation_cache
+        from davidnet.training import ResumeError, summary_line, train
+
+        use_compilation_cache(args.compile_cache)
     except (DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -64,12 +64,10 @@ def parse_indices(text, size):
 
 def load_model(path):
     """A saved .keras model. Raises ValueError with one line if it cannot be loaded."""
-    import keras
-
-    import pipelines.augment  # noqa: F401  registers BatchAugmentation, which our models contain
+    import davidnet
 
     try:
-        return keras.saving.load_model(path, compile=False)
+        return davidnet.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - a zip, JSON or unknown-layer problem all mean "not loadable"
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise ValueError(f"cannot load {path} as a Keras model ({type(e).__name__}: {first})") from None
