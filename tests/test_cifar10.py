@@ -3,8 +3,10 @@
 import hashlib
 import os
 import pickle
+import socket
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -25,7 +27,14 @@ def isolated_env(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
     return home
+
+
+@pytest.fixture
+def host_reachable(monkeypatch):
+    """The download host answers (tests with a fake tensorflow-datasets; no real download)."""
+    monkeypatch.setattr(cifar10, "_unreachable", lambda url, timeout=None: None)
 
 
 def load(path, **kwargs):
@@ -230,10 +239,10 @@ def test_png_folder_round_trip_in_cifar_order(tmp_path):
     assert data.class_names == CLASS_NAMES
     assert data.x_train.shape == (40, 32, 32, 3) and data.x_test.shape == (20, 32, 32, 3)
     np.testing.assert_array_equal(np.sort(data.y_train), np.repeat(np.arange(10), 4))
-    np.testing.assert_array_equal(data.y_test, np.repeat(np.arange(10), 2))
-    # Training images are in a fixed shuffled order; each keeps its own label.
+    np.testing.assert_array_equal(np.sort(data.y_test), np.repeat(np.arange(10), 2))
+    # Both splits are in a fixed shuffled order; each image keeps its own label.
     assert data.y_train[index_of(data.x_train, known)] == 3  # cat
-    np.testing.assert_array_equal(data.x_test[8 * 2], np.full((32, 32, 3), 77, np.uint8))
+    assert data.y_test[index_of(data.x_test, np.full((32, 32, 3), 77, np.uint8))] == 8  # ship
     with Image.open(root / "train" / "truck" / "0002.png") as im:
         assert data.y_train[index_of(data.x_train, np.asarray(im))] == 9
     # truck was given colour 0 (red) although its label is 9.
@@ -248,19 +257,24 @@ def index_of(images, image):
     return matches[0]
 
 
-def test_image_folder_training_order_is_class_mixed_and_fixed(tmp_path):
-    # --subset N takes the first N images: like the official batches, they must
-    # not all be airplanes, and the order must be the same at every load.
-    root = make_image_dir(tmp_path / "imgs", n_train_per_class=20, n_test_per_class=1)
+def test_image_folder_order_is_class_mixed_and_fixed_in_both_splits(tmp_path):
+    # --subset N takes the first N training images, predict --images 0,5,17
+    # the first test images: like the official batches, they must not all be
+    # airplanes, and the order must be the same at every load.
+    root = make_image_dir(tmp_path / "imgs", n_train_per_class=20, n_test_per_class=10)
     first = load(root)
     assert len(set(first.y_train[:30].tolist())) >= 6
+    assert len(set(first.y_test[:30].tolist())) >= 6
+    assert not np.array_equal(first.y_test, np.sort(first.y_test))
     again = load(root)  # from the decoded cache
-    np.testing.assert_array_equal(first.y_train, again.y_train)
-    np.testing.assert_array_equal(first.x_train, again.x_train)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
     for cache in root.glob(".cifar10-cache-*.npz"):
         cache.unlink()
     decoded_again = load(root)
     np.testing.assert_array_equal(first.y_train, decoded_again.y_train)
+    np.testing.assert_array_equal(first.y_test, decoded_again.y_test)
+    np.testing.assert_array_equal(first.x_test, decoded_again.x_test)
 
 
 def test_other_class_names_get_sorted_labels(tmp_path):
@@ -486,7 +500,7 @@ def test_nothing_found_without_download():
         load_cifar10(download=False, progress=False)
 
 
-def test_failed_download_is_a_data_error(monkeypatch):
+def test_failed_download_is_a_data_error(monkeypatch, host_reachable):
     fake_tfds = types.ModuleType("tensorflow_datasets")
 
     def fail(*args, **kwargs):
@@ -503,13 +517,13 @@ def test_failed_download_is_a_data_error(monkeypatch):
     assert "\n" not in message
 
 
-def test_missing_tfds_is_a_data_error(monkeypatch):
+def test_missing_tfds_is_a_data_error(monkeypatch, host_reachable):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes the import fail
     with pytest.raises(DataError, match=r"no CIFAR-10 found: pass --data-dir.*failed: ModuleNotFoundError"):
         load_cifar10(progress=False)
 
 
-def test_tfds_source_is_converted(monkeypatch):
+def test_tfds_source_is_converted(monkeypatch, host_reachable):
     fake_tfds = types.ModuleType("tensorflow_datasets")
     x, y = synthetic_arrays(30)
     fake_tfds.load = lambda *a, **k: [(x, y.astype(np.int64)), (x[:10], y[:10].astype(np.int64))]
@@ -518,6 +532,44 @@ def test_tfds_source_is_converted(monkeypatch):
     data = load_cifar10(progress=False)
     assert data.image_format == "tfds" and data.y_train.dtype == np.int32
     np.testing.assert_array_equal(data.x_test, x[:10])
+
+
+def test_unreachable_download_host_fails_in_seconds_without_starting_tensorflow_datasets(monkeypatch):
+    # No data here, and the download host refuses (a closed port on this machine):
+    # one line naming --data-dir, CIFAR10_DIR and the layouts, before tfds is touched.
+    monkeypatch.setattr(cifar10, "_TFDS_URL", "https://127.0.0.1:9/cifar-10-binary.tar.gz")
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # importing it would fail the test differently
+    start = time.monotonic()
+    with pytest.raises(DataError) as e:
+        load_cifar10(progress=False)
+    assert time.monotonic() - start < 6
+    message = str(e.value)
+    assert "download host 127.0.0.1:9 cannot be reached (ConnectionRefusedError" in message and "\n" not in message
+    assert "--data-dir" in message and "CIFAR10_DIR" in message and "train/<class>/*.png|jpg" in message
+
+
+def test_a_silent_download_host_is_given_up_on_after_the_timeout(monkeypatch):
+    def never_answers(*args, **kwargs):
+        time.sleep(30)
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
+    start = time.monotonic()
+    assert cifar10._unreachable("https://example.invalid/x", timeout=0.5) == "no answer in 0.5s"
+    assert time.monotonic() - start < 2
+
+
+def test_a_prepared_tensorflow_datasets_copy_is_used_without_asking_the_network(isolated_env, monkeypatch):
+    prepared = isolated_env / "tfds" / "cifar10" / "3.0.2"
+    prepared.mkdir(parents=True)
+    (prepared / "dataset_info.json").write_text("{}")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(isolated_env / "tfds"))
+    monkeypatch.setattr(cifar10, "_unreachable", lambda *a, **k: pytest.fail("the network was asked"))
+    fake_tfds = types.ModuleType("tensorflow_datasets")
+    x, y = synthetic_arrays(30)
+    fake_tfds.load = lambda *a, **k: [(x, y), (x[:10], y[:10])]
+    fake_tfds.as_numpy = lambda splits: splits
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake_tfds)
+    assert load_cifar10(progress=False).image_format == "tfds"
 
 
 def test_import_does_not_pull_in_tensorflow():
