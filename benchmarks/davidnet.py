@@ -59,7 +59,7 @@ SETTINGS = {
     "augmentation": "(b) fixed batch, augmentation",
     "augmentation_and_data_path": "(c) augmentation + DeviceFeed",
 }
-RUN_KEYS = ("seed", "status", "final_accuracy", "compile_s", "train_s", "eval_s", "wall_s",
+RUN_KEYS = ("seed", "status", "target", "final_accuracy", "compile_s", "train_s", "eval_s", "wall_s",
             "target_epoch", "seconds_to_target", "epochs_completed")
 STAT_KEYS = ("final_accuracy", "train_s", "seconds_to_target", "compile_s", "eval_s", "wall_s")
 
