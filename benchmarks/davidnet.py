@@ -48,6 +48,7 @@ import keras  # noqa: E402  (after the env var)
 from keras import ops  # noqa: E402
 
 from davidnet.training import CHOICES, Config  # noqa: E402
+from davidnet.studies import check_batch_size, print_data  # noqa: E402
 
 # The two sizes of the benchmark; a flag given on the command line wins over either.
 FULL = dict(width=1.0, batch_size=512, epochs=24, subset=None, seeds=5, steps=200, warmup_steps=20, repeats=5)
@@ -479,8 +480,10 @@ def main(argv=None):
     except DataError as e:
         print(f"error: {e} (or --synthetic for speed figures on synthetic data)", file=sys.stderr)
         return 2
-    if sizes["batch_size"] > data_info["train_images"]:
-        parser.error(f"--batch-size {sizes['batch_size']} is larger than the {data_info['train_images']} training images")
+    try:
+        check_batch_size(sizes["batch_size"], data, sizes["subset"])
+    except ValueError as e:
+        parser.error(str(e))
     try:
         config = Config(
             width=sizes["width"], epochs=sizes["epochs"], batch_size=sizes["batch_size"], subset=sizes["subset"],
@@ -499,9 +502,8 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(note)
-    print(f"{machine['backend']} on {machine['device']} ({machine['platform']}); data: {data.source}")
-    if data_info["jpeg_copy"]:
-        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10")
+    print(f"{machine['backend']} on {machine['device']} ({machine['platform']})")
+    print_data(data, sizes["subset"])
 
     report = {
         "machine": {**machine, "host": {"os": platform.platform(), "cpu_count": os.cpu_count()}},

@@ -39,13 +39,13 @@ case "${1:-}" in
       --compile-cache "$CACHE" --out "$OUT/davidnet20.json" --results-dir /tmp/runs/e20 2>&1 | tee "$OUT/davidnet20.log"
     ;;
   fast)
-    python3 -m experiments.fast_ablation --data-dir "$DATA" --only '' --seeds 10 \
+    python3 -m experiments.fast_ablation --data-dir "$DATA" --only '' --seeds 0,1,2,3,4,5,6,7,8,9 \
       --compile-cache "$CACHE" --results-dir /tmp/fast 2>&1 | tee "$OUT/fast.log"
     cp /tmp/fast/table.csv "$OUT/fast_table.csv"
     ;;
   ablation1|ablation2)
     if [ "$1" = ablation1 ]; then only=whitening,dirac,gelu,frozen-bn-scale,alternating-flip; else only=translate,muon,head-lr,whiten-bias-epochs,label-smoothing,tta,lookahead; fi
-    python3 -m experiments.fast_ablation --data-dir "$DATA" --only "$only" --seeds 10 \
+    python3 -m experiments.fast_ablation --data-dir "$DATA" --only "$only" --seeds 0,1,2,3,4,5,6,7,8,9 \
       --compile-cache "$CACHE" --results-dir "/tmp/$1" 2>&1 | tee "$OUT/$1.log"
     cp "/tmp/$1/table.csv" "$OUT/$1_table.csv"
     ;;

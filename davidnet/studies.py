@@ -28,55 +28,74 @@ FINISHED = ("completed", "diverged")
 NOT_RESULTS = ("verbose", "save_model", "checkpoint")
 
 
-def study_parser(prog, doc, default_results_dir, settings_class, help_texts, choices=None):
+def study_parser(prog, doc, default_results_dir, settings_class, help_texts, choices=None, smoke_class=None,
+                 data=True, results_help=None, smoke_help=None):
     """A study's command line: its docstring's first paragraph as the
-    description, the common flags, and one flag per field of `settings_class`."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    add_common_arguments(parser, default_results_dir)
-    add_settings_arguments(parser, settings_class, help_texts, choices=choices or {"verbose": (0, 1, 2)})
+    description, the common flags, and one flag per field of `settings_class`,
+    each help ending in "(default: X; --smoke: Y)" (Y where `smoke_class`'s differs).
+
+    Args:
+        choices: field name -> allowed values, where there are few (verbose: 0, 1, 2 unless given).
+        data: whether the study reads CIFAR-10 (--data-dir, --no-verify, --compile-cache).
+        results_help, smoke_help: --results-dir's and --smoke's help, where a study's
+            differ ("(default: D; --smoke: D-smoke)" is appended to --results-dir's
+            where `default_results_dir` is given).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    add_common_arguments(parser, default_results_dir, data=data, results_help=results_help, smoke_help=smoke_help)
+    add_settings_arguments(parser, settings_class, help_texts, choices={"verbose": (0, 1, 2), **(choices or {})}, smoke_class=smoke_class)
     return parser
+
+
+def smoke_dir(default_results_dir):
+    """Where --smoke writes when --results-dir is not given: `<default>-smoke`,
+    so a smoke test never blocks (or mixes with) the real study."""
+    return f"{default_results_dir}-smoke"
 
 
 def resolve_study_settings(parser, argv, settings_class, smoke_class, default_results_dir):
     """`resolve_settings` with --smoke: the smoke dataclass's defaults, and the
-    results in `<default>-smoke` unless --results-dir says otherwise, so a smoke
+    results in `smoke_dir(default)` unless --results-dir says otherwise, so a smoke
     test never blocks the real study. Returns (args, settings)."""
     smoke = parser.parse_args(argv).smoke
     args, settings = resolve_settings(parser, argv, smoke_class if smoke else settings_class)
     if smoke and args.results_dir == default_results_dir:
-        args.results_dir += "-smoke"
+        args.results_dir = smoke_dir(default_results_dir)
     return args, settings
 
 
-def add_common_arguments(parser, default_results_dir):
-    """--data-dir, --results-dir, --config, --smoke, --no-verify, --compile-cache."""
-    parser.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, the Keras cache, then tensorflow-datasets)")
-    parser.add_argument("--results-dir", default=default_results_dir, help="the study's folder: tables, plots, one folder per run")
+def add_common_arguments(parser, default_results_dir, data=True, results_help=None, smoke_help=None):
+    """--data-dir, --results-dir, --config, --smoke, --no-verify, --compile-cache
+    (without `data`: --results-dir, --config and --smoke only)."""
+    if data:
+        parser.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, the Keras cache, then tensorflow-datasets)")
+    where = f" (default: {default_results_dir}; --smoke: {smoke_dir(default_results_dir)})" if default_results_dir else ""
+    results_help = (results_help or "the study's folder: tables, plots, one folder per run") + where
+    parser.add_argument("--results-dir", default=default_results_dir, help=results_help)
     parser.add_argument("--config", help="settings from a TOML, JSON or YAML file (flags given on the command line win)")
-    parser.add_argument("--smoke", action="store_true", help="a tiny CPU version on synthetic data, in seconds")
-    parser.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
-    parser.add_argument("--compile-cache", default=os.path.expanduser("~/.cache/davidnet/jax"), help="JAX compilation cache folder ('' to turn off)")
+    parser.add_argument("--smoke", action="store_true", help=smoke_help or "a tiny CPU version on synthetic data, in seconds")
+    if data:
+        parser.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one")
+        cache = os.path.expanduser("~/.cache/davidnet/jax")
+        parser.add_argument("--compile-cache", default=cache, help=f"JAX compilation cache folder ('' to turn off; default: {cache})")
 
 
-def add_settings_arguments(parser, settings_class, help_texts, choices=None):
+def add_settings_arguments(parser, settings_class, help_texts, choices=None, smoke_class=None):
     """One flag per field of `settings_class` (--max-lr for max_lr), for
     `resolve_settings`: no flag has a default, so an absent flag leaves the
     value to --config or to the dataclass.
 
     Args:
-        help_texts: field name -> help text (the default is appended unless
-            the text mentions one).
+        help_texts: field name -> help text. "(default: X)" is appended unless
+            the text says its default itself, then "; --smoke: Y" where
+            `smoke_class`'s default differs.
         choices: field name -> allowed values, where there are few.
+        smoke_class: the --smoke settings dataclass, if any.
     """
-    group = parser.add_argument_group("recipe (defaults: the Settings dataclass; --config files and flags override)")
+    group = parser.add_argument_group("settings (defaults: the Settings dataclass; --config files and flags override)")
     hints = typing.get_type_hints(settings_class)
     for field in dataclasses.fields(settings_class):
-        text = help_texts[field.name]
-        if "default" not in text:
-            text += f" (default {field.default})"
-        options = dict(default=argparse.SUPPRESS, help=text)
+        options = dict(default=argparse.SUPPRESS, help=_settings_help(field, help_texts[field.name], smoke_class).replace("%", "%%"))
         flag = "--" + field.name.replace("_", "-")
         if hints[field.name] is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
@@ -86,13 +105,150 @@ def add_settings_arguments(parser, settings_class, help_texts, choices=None):
     return group
 
 
-def dataset_label(data, fraction=1.0):
-    """What a plot's title says of the data: never JPEG or synthetic data as CIFAR-10."""
+def _settings_help(field, text, smoke_class):
+    """The help text ending in "(default: X; --smoke: Y)", the same way in every
+    study; a text that says its default itself ends in "(...default...)"."""
+    smoke = getattr(smoke_class, field.name, field.default) if smoke_class else field.default
+    smoke = f"--smoke: {_shown(smoke)}" if smoke != field.default else None
+    if "default" not in text:
+        return text + f" (default: {_shown(field.default)}" + (f"; {smoke})" if smoke else ")")
+    if smoke:
+        return text[:-1] + f"; {smoke})" if text.endswith(")") else text + f" ({smoke})"
+    return text
+
+
+def _shown(value):
+    if value is None:
+        return "none"
+    if value == "":
+        return "''"
+    return str(value)
+
+
+def dataset_label(data, subset=None):
+    """What a plot's title says of the data: never JPEG or synthetic data as CIFAR-10,
+    and "first N training images" when a run trains on fewer than all."""
     label = {
         "synthetic": "synthetic smoke data, not CIFAR-10",
         "jpeg": "CIFAR-10 JPEG copy (about 3 points harder than CIFAR-10)",
     }.get(data.image_format, "CIFAR-10")
-    return label + (f", {fraction:g} of the training set" if fraction < 1 else "")
+    images = train_images(data, subset)
+    return label + (f", first {images} training images" if images < len(data.x_train) else "")
+
+
+# ---------------------------------------------------------------- what every study checks and says
+
+
+def parse_list(text, kind, name, *, at_least=None, above=None, choices=None, allow_empty=False):
+    """The studies' comma lists: '0, 1,2' -> [0, 1, 2], in the given order.
+
+    Args:
+        text: the setting's value (a flag's or a config file's string).
+        kind: int, float or str.
+        name: the setting's name (seeds, m_values): errors name its flag.
+        at_least, above: every value must be >= `at_least` and > `above`.
+        choices: the allowed values, for names.
+        allow_empty: whether '' (no values) is a valid list.
+
+    Returns:
+        The values, each once.
+
+    Raises:
+        ValueError: one line naming the flag, what was expected and what was given.
+    """
+    flag = "--" + name.replace("_", "-")
+    what = {int: "integers", float: "numbers", str: "names"}[kind]
+    if at_least is not None:
+        what += f" >= {at_least:g}"
+    if above is not None:
+        what += f" > {above:g}"
+    expected = f"expected a comma list of distinct {what}{'' if allow_empty else ' (at least one)'}"
+    try:
+        values = [kind(part.strip()) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{flag}: {expected}, got {text!r}") from None
+    bad = [v for v in values if (at_least is not None and v < at_least) or (above is not None and v <= above)]
+    if (not values and not allow_empty) or bad or len(set(values)) != len(values):
+        raise ValueError(f"{flag}: {expected}, got {text!r}")
+    unknown = [v for v in values if choices is not None and v not in choices]
+    if unknown:
+        raise ValueError(f"{flag}: unknown {unknown[0]!r}, expected some of {', '.join(map(str, choices))}")
+    return values
+
+
+def parse_seeds(text):
+    """--seeds, in every study that trains seeds: '0,1,2' -> [0, 1, 2]. Raises ValueError (one line)."""
+    return parse_list(text, int, "seeds", at_least=0)
+
+
+def check_common_settings(settings):
+    """The checks of the settings every study shares, where it has them: seeds
+    (a comma list), subset (a number of images > 0, or None for all) and target
+    (an accuracy in (0, 1], or None for the data's equivalent of DAWNBench's 94%).
+    Raises ValueError (one line); a study's `__post_init__` calls it."""
+    if hasattr(settings, "seeds"):
+        parse_seeds(settings.seeds)
+    subset = getattr(settings, "subset", None)
+    if subset is not None and subset <= 0:
+        raise ValueError(f"--subset: expected a number of training images > 0, got {subset}")
+    target = getattr(settings, "target", None)
+    if target is not None and not 0 < target <= 1:
+        raise ValueError(f"--target: expected a test accuracy in (0, 1], got {target}")
+
+
+def train_images(data, subset=None):
+    """How many images a run trains on: the first `subset` of the training set, or all."""
+    return min(subset or len(data.x_train), len(data.x_train))
+
+
+def check_batch_size(batch_size, data, subset=None):
+    """Raises ValueError (one line) where a batch is larger than the training
+    images (the first `subset`): an epoch would have no full step."""
+    images = train_images(data, subset)
+    if batch_size > images:
+        more = " or a larger --subset" if images < len(data.x_train) else ""
+        raise ValueError(f"--batch-size {batch_size} is larger than the {images} training images: give a smaller --batch-size{more}")
+
+
+def print_data(data, subset=None):
+    """Prints the study's data line and, on the JPEG copy of CIFAR-10, the note
+    that its accuracies are not CIFAR-10's (the one place that says it)."""
+    print(f"data: {data.source}; {train_images(data, subset)} train / {len(data.x_test)} test images")
+    if data.image_format == "jpeg":
+        from pipelines.cifar10 import equivalent_target
+
+        print(
+            "note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10 "
+            f"({equivalent_target('jpeg'):g} here ~ {equivalent_target('pickle'):g} there)"
+        )
+
+
+def resolved_target(target, data):
+    """A study's `target` setting as its runs time it: None is the data's
+    equivalent of DAWNBench's 94% (`pipelines.cifar10.equivalent_target`: 0.91
+    on the JPEG copy, else 0.94), as `davidnet.training` resolves `Config.target`."""
+    from pipelines.cifar10 import equivalent_target
+
+    return target if target is not None else equivalent_target(data.image_format)
+
+
+def target_line(target, data):
+    """The line a study prints beside its table: which accuracy its runs timed."""
+    value = resolved_target(target, data)
+    if target is not None:
+        return f"target: test accuracy {value:g} (--target)"
+    return f"target: test accuracy {value:g}, this data's equivalent of DAWNBench's 94% on CIFAR-10 (--target to change)"
+
+
+def fail(message):
+    """A user error: one line on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def subset_suffix(subset):
+    """Run names say the subset, so whole-set and part-set runs can share a folder."""
+    return f"-subset{subset}" if subset else ""
 
 
 def resolve_settings(parser, argv, settings_class, presets=None):
@@ -162,14 +318,23 @@ def finished_results(run_dir):
     return results if results.get("status") in FINISHED else None
 
 
-def check_reusable(runs, study_dir):
+def check_reusable(runs, study_dir, data=None):
     """A finished run is skipped by name: refuse one trained with other settings
-    (e.g. other --epochs) rather than report it as this study's. Raises ValueError."""
+    (e.g. other --epochs) rather than report it as this study's. Raises ValueError.
+
+    The target is compared as the runs timed it (a target of None is the data's
+    equivalent of 94%, and results.json's "target" is the value timed): with
+    `data`, exactly; without, a None on either side is let through."""
     for name, config in runs:
         results = finished_results(Path(study_dir) / "runs" / name)
         if results is None:
             continue
-        old, new = results.get("config", {}), dataclasses.asdict(config)
+        old, new = dict(results.get("config", {})), dataclasses.asdict(config)
+        if "target" in old and (old["target"] is None or new["target"] is None):
+            if data is None:
+                old["target"] = new["target"]
+            else:
+                old["target"], new["target"] = results.get("target", old["target"]), resolved_target(new["target"], data)
         changed = [
             f"{key} {old[key]!r} there, {new[key]!r} now"
             for key in new
@@ -208,7 +373,7 @@ def run_study(runs, data, study_dir, train_fn=train_in_fresh_session):
         KeyboardInterrupt: a run was interrupted (Ctrl-C); the study stops there,
             and the same command continues it.
     """
-    check_reusable(runs, study_dir)
+    check_reusable(runs, study_dir, data)
     all_results, spent, trained = [], 0.0, 0
     for index, (name, config) in enumerate(runs):
         run_dir = Path(study_dir) / "runs" / name

@@ -1,7 +1,8 @@
 """The classic ablations on DavidNet: what each part of the recipe is worth.
 
     python -m experiments.ablations                             # every comparison, 24 epochs each
-    python -m experiments.ablations --only optimizer --adam-lrs 0.0003,0.001 --fraction 0.5
+    python -m experiments.ablations --only optimizer --adam-lrs 0.0003,0.001 --subset 25000
+    python -m experiments.ablations --only norm --seeds 0,1,2   # each configuration once per seed
     python -m experiments.ablations --smoke                     # seconds on a CPU, synthetic data
 
 Each configuration is the baseline recipe (DavidNet's DAWNBench entry, see
@@ -18,25 +19,27 @@ thing changed, trained with the same budget and compared with it:
   the baseline's schedule shape. Both take the weight decay coupled, as
   PyTorch's SGD and Adam (davidnet.torch_optimizers).
 
-`--fraction 0.5` trains every configuration on the first half of the
-training set, to see how the comparisons change with less data.
-A configuration that diverges (training loss NaN or inf) is stopped, recorded
-as diverged in the table, and the others go on.
+`--subset 25000` trains every configuration on the first 25,000 training
+images, to see how the comparisons change with less data. `--seeds 0,1,2`
+trains each configuration once per seed; the table gives, per configuration,
+n and the mean (and std) over its seeds, and the plot their mean curves.
+A run that diverges (training loss NaN or inf) is stopped, recorded as
+diverged in the table, and the others go on.
 
 Outputs, in --results-dir (default runs/ablations, runs/ablations-smoke for
 --smoke): table.csv (one row per configuration), comparison.png (train / test
 loss and accuracy per epoch, one line per configuration; `--log-log` for
-log-log axes), config.json, and runs/<configuration>/ with each run's results
-and tensorboard/ logs from `keras.callbacks.TensorBoard` (`tensorboard --logdir
-runs/ablations/runs`; `--no-tensorboard` where TensorFlow is not installed,
-as on a JAX-only machine). A rerun skips finished runs; a run
+log-log axes), config.json, and runs/<configuration>-seed<S>/ with each run's
+results and tensorboard/ logs from `keras.callbacks.TensorBoard` (`tensorboard
+--logdir runs/ablations/runs`; `--no-tensorboard` where TensorFlow is not
+installed, as on a JAX-only machine). A rerun skips finished runs; a run
 folder trained with another recipe is refused (exit 2), not reused.
 
 Measured, on 2 CPU cores shared with other work, Keras 3.15.1:
 - `--smoke` (synthetic data, width 0.0625, 2 epochs, 7 configurations):
   38 s on TensorFlow 2.21, 60 s on JAX 0.10.2, most of it compiling. It
   checks the machinery, not the claims.
-- `--data-dir <JPEG copy of CIFAR-10> --width 0.25 --fraction 0.1 --epochs 8
+- `--data-dir <JPEG copy of CIFAR-10> --width 0.25 --subset 5000 --epochs 8
   --batch-size 128 --lr 0.1 --only norm,augment,optimizer --sgd-lrs 0.1
   --adam-lrs 0.001 --target 0.5` (TensorFlow, one seed; batch 128 at lr 0.1 is
   DavidNet's 512 at 0.4 scaled down, for more steps on 5,000 images;
@@ -55,13 +58,22 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
+    check_batch_size,
+    check_common_settings,
     check_reusable,
     dataset_label,
+    fail,
     load_data,
+    mean_std,
+    parse_list,
+    parse_seeds,
     prepare_study_dir,
+    print_data,
     resolve_study_settings,
     run_study,
     study_parser,
+    subset_suffix,
+    target_line,
     train_in_fresh_session,
     write_table,
 )
@@ -87,20 +99,15 @@ class Settings:
     dropout: float = 0.2
     sgd_lrs: str = "0.1,0.4,1.6"  # SGD peak learning rates
     adam_lrs: str = "0.0003,0.001,0.003"  # Adam peak learning rates
-    fraction: float = 1.0  # of the training set, for every configuration
-    target: float = 0.94  # test accuracy to time (read 0.91 on the JPEG copy)
-    seed: int = 0
+    subset: int | None = None  # the first N training images, for every configuration (None: all)
+    target: float | None = None  # test accuracy to time; None: the data's equivalent of DAWNBench's 94% (0.91 on the JPEG copy)
+    seeds: str = "0"  # each configuration is trained once per seed; the table shows means
     verbose: int = 0  # Keras progress bar (each epoch prints its own line anyway)
     tensorboard: bool = True  # write TensorBoard event logs for each run
 
     def __post_init__(self):
-        numbers(self.only, "only", str)
-        numbers(self.sgd_lrs, "sgd_lrs", float)
-        numbers(self.adam_lrs, "adam_lrs", float)
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1]. Got: {self.fraction}")
-        if not 0 < self.target <= 1:
-            raise ValueError(f"target must be an accuracy in (0, 1]. Got: {self.target}")
+        check_common_settings(self)
+        comparisons(self)
 
 
 @dataclasses.dataclass
@@ -117,7 +124,7 @@ class SmokeSettings(Settings):
 SMOKE_SIZES = (256, 100)  # synthetic train / test images: 4 steps of 64 per epoch
 
 HELP = {
-    "only": f"comparisons to run, from {','.join(COMPARISONS)}",
+    "only": f"comparisons to run, from {','.join(COMPARISONS)} (default: all)",
     "model": "network: davidnet (ResNet-9) or resnet44",
     "width": "channel multiplier (0.0625-0.25 for quick CPU runs)",
     "epochs": "epochs per configuration",
@@ -129,40 +136,35 @@ HELP = {
     "dropout": "the dropout configuration's rate before the classifier",
     "sgd_lrs": "SGD peak learning rates, e.g. 0.1,0.4",
     "adam_lrs": "Adam peak learning rates, e.g. 0.0003,0.001",
-    "fraction": "fraction of the training set for every configuration, e.g. 0.5",
-    "target": "test accuracy to time (0.91 on the JPEG copy ~ 0.94 on CIFAR-10)",
-    "seed": "random seed",
+    "subset": "train every configuration on the first N training images (default: all)",
+    "target": "test accuracy to time (default: the data's equivalent of DAWNBench's 94%: 0.94 on CIFAR-10, 0.91 on the JPEG copy)",
+    "seeds": "random seeds, e.g. 0,1,2 (each configuration once per seed)",
     "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
     "tensorboard": "TensorBoard event logs in each run's folder",
 }
 
 
-def numbers(text, name, kind):
-    """'0.1,0.4' -> [0.1, 0.4] (`kind` float, or str for names); distinct, at least one."""
-    try:
-        values = [kind(part.strip()) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be numbers separated by commas, e.g. 0.1,0.4. Got: {text!r}") from None
-    if not values or len(set(values)) != len(values):
-        raise ValueError(f"{name} must list distinct values, at least one. Got: {text!r}")
-    if kind is float and min(values) <= 0:
-        raise ValueError(f"{name} must be learning rates > 0. Got: {text!r}")
-    if kind is str and set(values) - set(COMPARISONS):
-        raise ValueError(f"{name} must name comparisons from {', '.join(COMPARISONS)}. Got: {text!r}")
-    return values
+def comparisons(s):
+    """(only, SGD learning rates, Adam learning rates) of the settings. Raises ValueError (one line)."""
+    return (
+        parse_list(s.only, str, "only", choices=COMPARISONS),
+        parse_list(s.sgd_lrs, float, "sgd_lrs", above=0),
+        parse_list(s.adam_lrs, float, "adam_lrs", above=0),
+    )
 
 
-def configurations(s, train_images):
+def configurations(s):
     """[(name, comparison, Config)]: the baseline, then one changed thing per
-    configuration. A configuration equal to an earlier one (SGD at the
-    baseline's learning rate) is that one, trained once."""
+    configuration, each at the first seed (`runs_of` trains every seed). A
+    configuration equal to an earlier one (SGD at the baseline's learning rate)
+    is that one, trained once."""
     from davidnet.training import Config
 
-    only = numbers(s.only, "only", str)
+    only, sgd_lrs, adam_lrs = comparisons(s)
     base = Config(
         model=s.model, width=s.width, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-        weight_decay=s.weight_decay, target=s.target, seed=s.seed, verbose=s.verbose,
-        subset=int(s.fraction * train_images) if s.fraction < 1 else None,
+        weight_decay=s.weight_decay, target=s.target, seed=parse_seeds(s.seeds)[0], verbose=s.verbose,
+        subset=s.subset,
     )
     change = dataclasses.replace
     candidates = [("baseline", "reference", base)]
@@ -177,56 +179,62 @@ def configurations(s, train_images):
             (f"dropout-{s.dropout:g}", "regularisation", change(base, dropout=s.dropout)),
         ]
     if "optimizer" in only:
-        candidates += [(f"sgd-lr{lr:g}", "optimizer", change(base, lr=lr)) for lr in numbers(s.sgd_lrs, "sgd_lrs", float)]
-        candidates += [
-            (f"adam-lr{lr:g}", "optimizer", change(base, optimizer="adam", lr=lr)) for lr in numbers(s.adam_lrs, "adam_lrs", float)
-        ]
+        candidates += [(f"sgd-lr{lr:g}", "optimizer", change(base, lr=lr)) for lr in sgd_lrs]
+        candidates += [(f"adam-lr{lr:g}", "optimizer", change(base, optimizer="adam", lr=lr)) for lr in adam_lrs]
     unique = []
     for name, comparison, config in candidates:
         if all(config != seen for _, _, seen in unique):
-            unique.append((name + fraction_suffix(s.fraction), comparison, config))
+            unique.append((name, comparison, config))
     return unique
 
 
-def fraction_suffix(fraction):
-    """Run names say the fraction, so whole-set and part-set runs can share a folder."""
-    return f"-fraction{fraction:g}" if fraction < 1 else ""
+def runs_of(configs, seeds):
+    """[(run name, Config)]: each configuration once per seed, configuration by
+    configuration, named <configuration>-seed<S> (then -subset<N> if any, so
+    whole-set and part-set runs can share a folder)."""
+    return [
+        (f"{name}-seed{seed}{subset_suffix(config.subset)}", dataclasses.replace(config, seed=seed))
+        for name, _, config in configs
+        for seed in seeds
+    ]
+
+
+def planned_runs(settings):
+    """[(run name, Config)]: what the study trains, in order. Raises ValueError (one line)."""
+    return runs_of(configurations(settings), parse_seeds(settings.seeds))
 
 
 def main(argv=None):
     parser = build_parser()
+    args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+    seeds = parse_seeds(settings.seeds)
     try:
-        args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+        configs = configurations(settings)  # Config's own checks (e.g. dropout 1)
     except ValueError as e:
-        parser.error(str(e))
-
+        fail(e)
+    runs = runs_of(configs, seeds)
     data = load_data(args, SMOKE_SIZES)
     try:
-        configs = configurations(settings, len(data.x_train))
-    except ValueError as e:  # Config's own checks (e.g. dropout 1)
-        parser.error(str(e))
-    train_images = configs[0][2].subset or len(data.x_train)
-    if settings.batch_size > train_images:
-        parser.error(f"--batch-size {settings.batch_size} is larger than the {train_images} training images")
-    print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
-    if data.image_format == "jpeg":
-        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10 (0.91 here ~ 0.94 there)")
-    runs = [(name, config) for name, _, config in configs]
+        check_batch_size(settings.batch_size, data, settings.subset)
+    except ValueError as e:
+        fail(e)
+    print_data(data, settings.subset)
     try:
-        check_reusable(runs, args.results_dir)  # before config.json is overwritten
+        check_reusable(runs, args.results_dir, data)  # before config.json is overwritten
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     study_dir = prepare_study_dir(args.results_dir, settings)
 
     results = run_study(runs, data, study_dir, train_fn=train_with_tensorboard if settings.tensorboard else train_in_fresh_session)
-    rows = [table_row(name, comparison, r) for (name, comparison, _), r in zip(configs, results)]
-    print(f"target: test accuracy {settings.target}")
+    groups = [results[i * len(seeds) : (i + 1) * len(seeds)] for i in range(len(configs))]
+    rows = [table_row(name, comparison, group) for (name, comparison, _), group in zip(configs, groups)]
+    print(target_line(settings.target, data))
     print(write_table(rows, COLUMNS, study_dir / "table.csv"))
     network = {"davidnet": "DavidNet", "resnet44": "ResNet-44"}[settings.model] + (f" (width {settings.width:g})" if settings.width != 1 else "")
-    title = f"{network}, {settings.epochs} epochs\n{dataset_label(data, settings.fraction)}"
-    labels = [name.removesuffix(fraction_suffix(settings.fraction)) for name, _, _ in configs]  # the title says it
-    plot_comparison(results, labels, study_dir / "comparison.png", title, args.log_log)
+    seeds_text = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
+    title = f"{network}, {settings.epochs} epochs, {seeds_text}\n{dataset_label(data, settings.subset)}"
+    plot_comparison(groups, [name for name, _, _ in configs], study_dir / "comparison.png", title, args.log_log)
     print(f"results: {study_dir}")
     return 0
 
@@ -238,28 +246,61 @@ RESULTS_DIR = "runs/ablations"  # --smoke: runs/ablations-smoke, so a smoke test
 
 
 def build_parser():
-    parser = study_parser("python -m experiments.ablations", __doc__, RESULTS_DIR, Settings, HELP, {"model": ("davidnet", "resnet44"), "verbose": (0, 1, 2)})
+    parser = study_parser(
+        "python -m experiments.ablations", __doc__, RESULTS_DIR, Settings, HELP, {"model": ("davidnet", "resnet44")}, SmokeSettings
+    )
     parser.add_argument("--log-log", action="store_true", help="log-log axes in comparison.png")
     return parser
 
 
 # ---------------------------------------------------------------- table, logs, plot
 
-COLUMNS = ["configuration", "comparison", "final_test_accuracy", "final_train_accuracy", "final_test_loss", "seconds_to_target", "status"]
+COLUMNS = [
+    "configuration", "comparison", "n", "final_test_accuracy", "final_test_accuracy_std", "final_train_accuracy",
+    "final_test_loss", "seconds_to_target", "reached", "status",
+]
+HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy")
 
 
-def table_row(name, comparison, results):
-    last = results["history"][-1] if results["history"] else {}
+def table_row(name, comparison, group):
+    """One configuration's row: n runs (one per seed), the means over them (the
+    std of the test accuracy where n > 1), seconds_to_target over the runs that
+    reached the target (`reached` says how many)."""
     number = lambda value: value if isinstance(value, float) else None  # noqa: E731  (NaN and inf were stored as text)
+    last = [run["history"][-1] if run["history"] else {} for run in group]
+    accuracy, accuracy_std = mean_std([number(run.get("final_accuracy")) for run in group])
+    reached = [run["seconds_to_target"] for run in group if run.get("seconds_to_target") is not None]
     return {
         "configuration": name,
         "comparison": comparison,
-        "final_test_accuracy": number(results.get("final_accuracy")),
-        "final_train_accuracy": number(last.get("accuracy")),
-        "final_test_loss": number(last.get("val_loss")),
-        "seconds_to_target": results.get("seconds_to_target"),
-        "status": results["status"],
+        "n": len(group),
+        "final_test_accuracy": accuracy,
+        "final_test_accuracy_std": accuracy_std if len(group) > 1 else None,
+        "final_train_accuracy": mean_std([number(record.get("accuracy")) for record in last])[0],
+        "final_test_loss": mean_std([number(record.get("val_loss")) for record in last])[0],
+        "seconds_to_target": mean_std(reached)[0],
+        "reached": f"{len(reached)}/{len(group)}",
+        "status": ",".join(sorted({run["status"] for run in group})),
     }
+
+
+def mean_history(group):
+    """One history for a configuration's runs (one per seed): at each epoch
+    every run reached, the mean of each value every run has as a number. Over
+    the completed runs where any completed (a diverged seed would cut the curve
+    short), else over all."""
+    runs = [run for run in group if run["status"] == "completed"] or group
+    per_run = [{record["epoch"]: record for record in run["history"]} for run in runs]
+    epochs = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    history = []
+    for epoch in epochs:
+        record = {"epoch": epoch}
+        for key in HISTORY_KEYS:
+            values = [p[epoch].get(key) for p in per_run]
+            if all(isinstance(v, float) for v in values):
+                record[key] = mean_std(values)[0]
+        history.append(record)
+    return history
 
 
 def train_with_tensorboard(config, data, run_dir):
@@ -277,8 +318,11 @@ def train_with_tensorboard(config, data, run_dir):
     )
 
 
-def plot_comparison(results, names, path, title, log_log=False):
-    """Train / test loss and accuracy per epoch (2 x 2 panels), one line per configuration."""
+def plot_comparison(groups, names, path, title, log_log=False):
+    """Train / test loss and accuracy per epoch (2 x 2 panels), one line per
+    configuration: the mean over its seeds (`groups[i]`: the results of
+    configuration i, one per seed). A configuration whose runs all diverged is
+    dashed; the legend says how many diverged."""
     from davidnet.results import pyplot, save_figure
 
     plt = pyplot()
@@ -290,13 +334,21 @@ def plot_comparison(results, names, path, title, log_log=False):
         (1, 0): ("accuracy", "train accuracy"), (1, 1): ("val_accuracy", "test accuracy"),
     }
     colors = plt.cm.tab10.colors + plt.cm.Dark2.colors
-    for index, (run, name) in enumerate(zip(results, names)):
-        label = name + (" (diverged)" if run["status"] == "diverged" else "")
+    curves, finished = [], []
+    for group, name in zip(groups, names):
+        diverged = sum(run["status"] == "diverged" for run in group)
+        all_diverged = diverged == len(group)
+        label = name + ("" if not diverged else " (diverged)" if all_diverged else f" ({diverged}/{len(group)} diverged)")
+        history = mean_history(group)
+        curves.append((label, history, all_diverged))
+        if any(run["status"] == "completed" for run in group):
+            finished.append(history)
+    for index, (label, history, all_diverged) in enumerate(curves):
         for (row, col), (key, _) in panels.items():
-            points = [(r["epoch"], r[key]) for r in run["history"] if isinstance(r.get(key), float) and (r[key] > 0 or not log_log)]
+            points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), float) and (r[key] > 0 or not log_log)]
             if points:
                 style = dict(color=colors[index % len(colors)], marker="o" if len(points) < 20 else None, markersize=3)
-                axes[row, col].plot(*zip(*points), label=label, linestyle="--" if run["status"] == "diverged" else "-", **style)
+                axes[row, col].plot(*zip(*points), label=label, linestyle="--" if all_diverged else "-", **style)
     for (row, col), (key, heading) in panels.items():
         ax = axes[row, col]
         ax.set(title=heading, xlabel="epoch" if row else None)
@@ -311,7 +363,7 @@ def plot_comparison(results, names, path, title, log_log=False):
         else:
             ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both" if log_log else "major")
-        _zoom_on_finished_runs(ax, [run for run in results if run["status"] == "completed"], key, log_log)
+        _zoom_on_finished_runs(ax, finished, key, log_log)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     for ax in axes.flat:  # a configuration with no train loss to draw may still have accuracies
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -327,10 +379,11 @@ def plot_comparison(results, names, path, title, log_log=False):
     plt.close(fig)
 
 
-def _zoom_on_finished_runs(ax, completed, key, log_log):
-    """Limits the y axis to the completed runs' values, so a diverged run's
-    loss of 1e17 does not flatten every other line (it leaves the panel)."""
-    values = [r[key] for run in completed for r in run["history"] if isinstance(r.get(key), float) and (r[key] > 0 or not log_log)]
+def _zoom_on_finished_runs(ax, histories, key, log_log):
+    """Limits the y axis to the values of the configurations that completed
+    (`histories`), so a diverged run's loss of 1e17 does not flatten every other
+    line (it leaves the panel)."""
+    values = [r[key] for history in histories for r in history if isinstance(r.get(key), float) and (r[key] > 0 or not log_log)]
     if not values:
         return
     low, high = min(values), max(values)

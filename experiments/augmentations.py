@@ -10,10 +10,10 @@ weight lambda in the title); batch augmentation (one image, M copies, each
 augmented differently by the model's `BatchAugmentation` layer). Crop, flip and
 cutout act on normalised images, as in the model; they are un-normalised
 (x * std + mean) for display. Writes augmentations.png (and, with --per-kind,
-one PNG per row) into --results-dir.
+one PNG per row) into --results-dir (default runs/augmentations,
+runs/augmentations-smoke for --smoke).
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before keras is imported
 
 import numpy as np  # noqa: E402
 
-from davidnet.studies import add_common_arguments, prepare_study_dir, resolve_settings  # noqa: E402
+from davidnet.studies import prepare_study_dir, resolve_study_settings, study_parser  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -36,6 +36,20 @@ class Settings:
     mixup: float = 1.0  # Beta(alpha, alpha) parameter of mixup's lambda
     copies: int = 8  # batch augmentation: copies of one image
     per_kind: bool = False  # also one PNG per augmentation
+
+
+HELP = {
+    "images": "originals shown, one per class while classes last (an even number: mixup pairs them)",
+    "seed": "random seed",
+    "crop_padding": "crop padding in pixels",
+    "crop_mode": "crop padding mode",
+    "cutout": "cutout square side",
+    "cutout_images": "images shown with cutout",
+    "mixup": "mixup Beta(alpha) parameter",
+    "copies": "batch augmentation copies of one image",
+    "per_kind": "also one PNG per augmentation",
+}
+RESULTS_DIR = "runs/augmentations"  # --smoke: runs/augmentations-smoke
 
 
 ROWS = ("original", "crop_flip", "cutout", "mixup", "batch_augmentation")
@@ -205,21 +219,10 @@ def pick_examples(labels, n):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.augmentations",
-        description=__doc__.split("\n\n")[0],
+    return study_parser(
+        "python -m experiments.augmentations", __doc__, RESULTS_DIR, Settings, HELP, {"crop_mode": ("reflect", "constant")},
+        results_help="the previews' folder: the PNGs and config.json", smoke_help="synthetic images, in seconds",
     )
-    add_common_arguments(parser, "runs/augmentations")
-    parser.add_argument("--images", type=int, help="originals shown (default 8)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--crop-padding", type=int, help="crop padding in pixels (default 4)")
-    parser.add_argument("--crop-mode", choices=("reflect", "constant"), help="crop padding mode (default reflect)")
-    parser.add_argument("--cutout", type=int, help="cutout square side (default 8)")
-    parser.add_argument("--cutout-images", type=int, help="images shown with cutout (default 2)")
-    parser.add_argument("--mixup", type=float, help="mixup Beta(alpha) parameter (default 1.0)")
-    parser.add_argument("--copies", type=int, help="batch augmentation copies of one image (default 8)")
-    parser.add_argument("--per-kind", action=argparse.BooleanOptionalAction, default=None, help="also one PNG per augmentation")
-    return parser
 
 
 def load_images(args):
@@ -251,7 +254,7 @@ def describe_data(data):
 
 def main(argv=None):
     parser = build_parser()
-    args, settings = resolve_settings(parser, argv, Settings)
+    args, settings = resolve_study_settings(parser, argv, Settings, Settings, RESULTS_DIR)
     for name in ("images", "copies", "cutout_images"):
         if getattr(settings, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")

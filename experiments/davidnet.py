@@ -21,7 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
-from davidnet.studies import resolve_settings  # noqa: E402  (after the env var)
+from davidnet.studies import check_batch_size, print_data, resolve_settings  # noqa: E402  (after the env var)
 from davidnet.config import CHOICES, NON_NEGATIVE, POSITIVE, Config  # noqa: E402  (no Keras: flags and data are checked before the backend loads)
 
 FLAG_HELP = {
@@ -158,20 +158,16 @@ def main(argv=None):
         # The data first, before Keras and its backend load (seconds): a run
         # without data fails at once, and leaves no empty run folder.
         data = load_cifar10(args.data_dir, verify=not args.no_verify, resize=args.resize)
+        check_batch_size(config.batch_size, data, config.subset)
         check_writable(results_dir)
         from davidnet.hardware import use_compilation_cache
         from davidnet.training import ResumeError, summary_line, train
 
         use_compilation_cache(args.compile_cache)
-    except (DataError, OSError) as e:
+    except (DataError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train_images = min(config.subset or len(data.x_train), len(data.x_train))
-    if config.batch_size > train_images:
-        parser.error(f"--batch-size {config.batch_size} is larger than the {train_images} training images")
-    if data.image_format == "jpeg":
-        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10 (91% here ~ 94% there)")
-    print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
+    print_data(data, config.subset)
 
     try:
         results = train(config, data, results_dir, resume=args.resume)

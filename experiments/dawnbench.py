@@ -6,13 +6,12 @@
 
 Prints the leaderboard with the run inserted at its rank, and writes
 dawnbench_comparison.csv and dawnbench.png (log time axis) into --results-dir
-(default: the first run's folder). Only a fair comparison is ranked: real
-CIFAR-10, target 0.94, reached by every run. A run on the JPEG copy (where 91%
-is the DavidNet-equivalent of 94%) or on synthetic data is shown apart, with
-the reason, and never ranked.
+(default: the first run's folder; runs/dawnbench-smoke for --smoke). Only a
+fair comparison is ranked: real CIFAR-10, target 0.94, reached by every run. A
+run on the JPEG copy (where 91% is the DavidNet-equivalent of 94%) or on
+synthetic data is shown apart, with the reason, and never ranked.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -22,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports ke
 
 from davidnet import leaderboard  # noqa: E402  (after the env var)
 from davidnet.results import check_writable, write_json_atomic  # noqa: E402
-from davidnet.studies import format_table, resolve_settings, write_table  # noqa: E402
+from davidnet.studies import format_table, resolve_settings, smoke_dir, study_parser, write_table  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -31,6 +30,15 @@ class Settings:
     timing: str = "train"  # which time is compared: train, wall or train+compile (see leaderboard.TIMINGS)
     title: str = ""  # the plot's title ("" for the default)
     plot: bool = True  # draw dawnbench.png
+
+
+HELP = {
+    "label": "the run's name in the table and plot",
+    "timing": "which of the run's times is compared (train: compilation and evaluation excluded)",
+    "title": "the plot's title (default: '', a title made from the runs)",
+    "plot": "draw dawnbench.png",
+}
+RESULTS_DIR = "runs/dawnbench"  # only with --smoke, as runs/dawnbench-smoke: a real comparison goes beside its first run
 
 
 def example_results():
@@ -55,18 +63,12 @@ def example_results():
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.dawnbench",
-        description=__doc__.split("\n\n")[0],
+    parser = study_parser(
+        "python -m experiments.dawnbench", __doc__, None, Settings, HELP, {"timing": tuple(leaderboard.TIMINGS)}, data=False,
+        results_help=f"where dawnbench_comparison.csv and dawnbench.png go (default: the first run's folder; --smoke: {smoke_dir(RESULTS_DIR)})",
+        smoke_help="without RESULTS_JSON: place a made-up example run (30 s on an H200)",
     )
     parser.add_argument("results", nargs="*", metavar="RESULTS_JSON", help="a run's results.json; several (e.g. seeds) are compared by their median")
-    parser.add_argument("--results-dir", help="where dawnbench_comparison.csv and dawnbench.png go (default: the first run's folder)")
-    parser.add_argument("--config", help="settings from a TOML, JSON or YAML file (flags given on the command line win)")
-    parser.add_argument("--smoke", action="store_true", help="without RESULTS_JSON: place a made-up example run (30 s on an H200)")
-    parser.add_argument("--label", default=None, help="the run's name in the table and plot (default 'this run')")
-    parser.add_argument("--timing", default=None, choices=tuple(leaderboard.TIMINGS), help="which of the run's times is compared (default train: compilation and evaluation excluded)")
-    parser.add_argument("--title", default=None, help="the plot's title")
-    parser.add_argument("--plot", action=argparse.BooleanOptionalAction, default=None, help="draw dawnbench.png (default on)")
     return parser
 
 
@@ -81,7 +83,7 @@ def main(argv=None):
         if not paths:
             if not args.smoke:
                 parser.error("pass one or more RESULTS_JSON (or --smoke for a made-up example)")
-            results_dir = check_writable(results_dir or "runs/dawnbench-smoke")
+            results_dir = check_writable(results_dir or smoke_dir(RESULTS_DIR))
             paths = [results_dir / "example_results.json"]
             write_json_atomic(paths[0], example_results())
             if settings.label == Settings.label:

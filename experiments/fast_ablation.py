@@ -1,8 +1,9 @@
 """The fast preset, with each of its ingredients removed: what each one is worth.
 
-    python -m experiments.fast_ablation --data-dir DIR                 # 10 seeds per configuration
-    python -m experiments.fast_ablation --only muon,tta --seeds 5
-    python -m experiments.fast_ablation --only '' --seeds 10           # the preset alone: its n, mean, std, time
+    python -m experiments.fast_ablation --data-dir DIR                 # seeds 0..9 for every configuration
+    python -m experiments.fast_ablation --only muon,tta --seeds 0,1,2,3,4
+    python -m experiments.fast_ablation --only ''                      # the preset alone: its n, mean, std, time
+    python -m experiments.fast_ablation --subset 10000                 # the first 10,000 training images
     python -m experiments.fast_ablation --smoke                        # seconds on a CPU, synthetic data
 
 The baseline is `python -m experiments.davidnet --preset fast`
@@ -25,13 +26,13 @@ leaves out as airbench94_muon does, adds it), trained with the same budget:
 - tta: the final evaluation without test-time augmentation;
 - lookahead: added, every 5 steps with airbench94's alpha schedule.
 
-Every configuration runs --seeds times (seeds 0..n-1). The table gives, the
-way airbench states its results, n, the mean and std of the final test
-accuracy (with TTA where the configuration has it) and the median, min and
-max of the time: training plus the final evaluation, compilation excluded,
-as airbench counts it. Outputs in --results-dir (default runs/fast-ablation,
-runs/fast-ablation-smoke for --smoke): table.csv, config.json and runs/<name>/.
-A rerun skips finished runs.
+Every configuration runs once per seed of --seeds (default 0,1,...,9). The
+table gives, the way airbench states its results, n, the mean and std of the
+final test accuracy (with TTA where the configuration has it) and the median,
+min and max of the time: training plus the final evaluation, compilation
+excluded, as airbench counts it. Outputs in --results-dir (default
+runs/fast-ablation, runs/fast-ablation-smoke for --smoke): table.csv,
+config.json and runs/<name>-seed<S>/. A rerun skips finished runs.
 """
 
 import dataclasses
@@ -42,13 +43,20 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
+    check_batch_size,
+    check_common_settings,
     check_reusable,
+    fail,
     load_data,
     mean_std,
+    parse_list,
+    parse_seeds,
     prepare_study_dir,
+    print_data,
     resolve_study_settings,
     run_study,
     study_parser,
+    subset_suffix,
     write_table,
 )
 
@@ -76,7 +84,7 @@ class Settings:
     """What to run; everything else is the preset's."""
 
     only: str = ",".join(INGREDIENTS)  # ingredients to ablate
-    seeds: int = 10
+    seeds: str = ",".join(map(str, range(10)))  # every configuration once per seed
     epochs: int | None = None  # None: the preset's
     width: float | None = None
     batch_size: int | None = None
@@ -84,9 +92,8 @@ class Settings:
     verbose: int = 0
 
     def __post_init__(self):
+        check_common_settings(self)
         names(self.only)
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1. Got: {self.seeds}")
 
 
 @dataclasses.dataclass
@@ -94,7 +101,7 @@ class SmokeSettings(Settings):
     """--smoke: tiny, on synthetic data (flags and --config still win)."""
 
     only: str = "muon,tta"
-    seeds: int = 1
+    seeds: str = "0"
     epochs: int | None = 1
     width: float | None = 0.0625
     batch_size: int | None = 64
@@ -102,8 +109,8 @@ class SmokeSettings(Settings):
 
 SMOKE_SIZES = (256, 100)
 HELP = {
-    "only": f"ingredients to ablate, from {','.join(INGREDIENTS)} ('': the preset alone)",
-    "seeds": "runs per configuration (seeds 0..n-1)",
+    "only": f"ingredients to ablate, from {','.join(INGREDIENTS)} ('': the preset alone; default: all)",
+    "seeds": "random seeds, e.g. 0,1,2 (each configuration once per seed)",
     "epochs": "epochs (default: the preset's)",
     "width": "channel multiplier (default: the preset's 1)",
     "batch_size": "batch size (default: the preset's)",
@@ -113,12 +120,8 @@ HELP = {
 
 
 def names(text):
-    """'muon,tta' -> ['muon', 'tta']; '' (--only '') -> []: the preset alone."""
-    chosen = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = set(chosen) - set(INGREDIENTS)
-    if unknown or len(set(chosen)) != len(chosen):
-        raise ValueError(f"only must name distinct ingredients from {', '.join(INGREDIENTS)}. Got: {text!r}")
-    return chosen
+    """'muon,tta' -> ['muon', 'tta']; '' (--only '') -> []: the preset alone. Raises ValueError (one line)."""
+    return parse_list(text, str, "only", choices=tuple(INGREDIENTS), allow_empty=True)
 
 
 def preset():
@@ -142,7 +145,18 @@ def configurations(settings):
 
 
 def runs_of(configs, seeds):
-    return [(f"{name}-seed{seed}", dataclasses.replace(config, seed=seed)) for name, config in configs for seed in range(seeds)]
+    """[(run name, Config)]: each configuration once per seed, <name>-seed<S> (then
+    -subset<N> if any, so whole-set and part-set runs can share a folder)."""
+    return [
+        (f"{name}-seed{seed}{subset_suffix(config.subset)}", dataclasses.replace(config, seed=seed))
+        for name, config in configs
+        for seed in seeds
+    ]
+
+
+def planned_runs(settings):
+    """[(run name, Config)]: what the study trains, in order. Raises ValueError (one line)."""
+    return runs_of(configurations(settings), parse_seeds(settings.seeds))
 
 
 def accuracy_and_time(results):
@@ -155,9 +169,10 @@ def accuracy_and_time(results):
 
 
 def table_rows(configs, results, seeds):
+    """One row per configuration; `results` are `runs_of(configs, seeds)`'s, in order."""
     rows = []
     for index, (name, _) in enumerate(configs):
-        mine = results[index * seeds : (index + 1) * seeds]
+        mine = results[index * len(seeds) : (index + 1) * len(seeds)]
         done = [accuracy_and_time(r) for r in mine if r["status"] == "completed"]
         accuracies, times = [a for a, _ in done if a is not None], [t for _, t in done]
         mean, std = mean_std(accuracies)
@@ -179,33 +194,33 @@ RESULTS_DIR = "runs/fast-ablation"
 
 
 def build_parser():
-    parser = study_parser("python -m experiments.fast_ablation", __doc__, RESULTS_DIR, Settings, HELP)
-    return parser
+    return study_parser("python -m experiments.fast_ablation", __doc__, RESULTS_DIR, Settings, HELP, smoke_class=SmokeSettings)
 
 
 def main(argv=None):
     parser = build_parser()
+    args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+    seeds = parse_seeds(settings.seeds)
     try:
-        args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
         configs = configurations(settings)
     except ValueError as e:
-        parser.error(str(e))
+        fail(e)
     data = load_data(args, SMOKE_SIZES)
-    train_images = min(configs[0][1].subset or len(data.x_train), len(data.x_train))
-    if configs[0][1].batch_size > train_images:
-        parser.error(f"batch size {configs[0][1].batch_size} is larger than the {train_images} training images: give --batch-size")
-    print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
-    if data.image_format == "jpeg":
-        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10")
-    runs = runs_of(configs, settings.seeds)
+    base = configs[0][1]
     try:
-        check_reusable(runs, args.results_dir)
+        check_batch_size(base.batch_size, data, base.subset)
+    except ValueError as e:
+        fail(e)
+    print_data(data, base.subset)
+    runs = runs_of(configs, seeds)
+    try:
+        check_reusable(runs, args.results_dir, data)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     study_dir = prepare_study_dir(args.results_dir, settings)
     results = run_study(runs, data, study_dir)
-    print(write_table(table_rows(configs, results, settings.seeds), COLUMNS, study_dir / "table.csv"))
+    print(write_table(table_rows(configs, results, seeds), COLUMNS, study_dir / "table.csv"))
     print(f"results: {study_dir}")
     return 0
 

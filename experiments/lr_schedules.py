@@ -3,6 +3,7 @@
     python -m experiments.lr_schedules --range-test --data-dir DIR            # which peak LR?
     python -m experiments.lr_schedules --schedules piecewise,onecycle --lrs 0.2,0.4,0.8 --seeds 0,1,2
     python -m experiments.lr_schedules --scale-fn '0.5*(1+sin(x*pi/2.5))'     # adds a "custom" cyclic schedule
+    python -m experiments.lr_schedules --subset 10000 --epochs 8              # the first 10,000 training images
     python -m experiments.lr_schedules --config grid.toml                      # settings from a file
     python -m experiments.lr_schedules --dry-run                               # list the runs, plot the schedules
     python -m experiments.lr_schedules --smoke [--range-test]                  # tiny, synthetic data, seconds on CPU
@@ -26,7 +27,10 @@ of `step_sizes` for the cyclic ones), each trained once per seed by `davidnet.tr
 (1, 2, ...). Writes table.csv (schedule, params, number of seeds, mean/std final accuracy,
 mean/std seconds to target over the seeds that reached it, how many reached it, how many
 diverged), lr_schedules.png (the LR of every cell against the step, overlaid) and
-runs/<name>/, one per run (e.g. onecycle-lr0.4-seed0); a rerun skips finished runs.
+runs/<name>/, one per run (e.g. onecycle-lr0.4-seed0, onecycle-lr0.4-seed0-subset10000
+with --subset); a rerun skips finished runs. Results go to --results-dir (default
+runs/lr_schedules, runs/lr_schedules-smoke for --smoke; the range test in its
+range-test/ folder).
 
 Why a plain grid and not a tuner: the question is how schedules compare, with a mean and a std
 over seeds, not where a single optimum lies. A grid gives every cell the same seeds, names each
@@ -34,12 +38,10 @@ run after its settings so an interrupted sweep resumes, and puts the whole desig
 command line. (KerasTuner is not installed here, and its trials are single runs, not seeds.)
 """
 
-import argparse
 import dataclasses
 import math
 import os
 import sys
-import typing
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
@@ -64,7 +66,7 @@ class Settings:
     lrs: str = "0.2,0.4,0.8"  # peak learning rates
     step_sizes: str = ""  # cyclic half-cycles in iterations; "" = 2 epochs
     scale_fn: str | None = None  # "custom": amplitude scale of the cycle number x, e.g. "0.5*(1+sin(x*pi/2.5))"
-    seeds: str = "0,1,2"
+    seeds: str = "0,1,2"  # every cell once per seed
     # Every run: DavidNet's recipe (davidnet.training.Config) unless set here
     model: str = "davidnet"  # davidnet | resnet44
     width: float = 1.0
@@ -75,14 +77,17 @@ class Settings:
     gamma: float = 0.999  # exp_range: amplitude x gamma per iteration (~0.1 after 24 epochs of 97 steps)
     pct_start: float = 0.25  # onecycle: warm-up fraction
     milestones: str = ""  # step: LR x 0.1 at these epochs; "" = half and three quarters of the run
-    target: float = 0.94  # read 0.91 on the JPEG copy of CIFAR-10
-    subset: int | None = None  # first N training images
+    target: float | None = None  # None: the data's equivalent of DAWNBench's 94% (0.91 on the JPEG copy of CIFAR-10)
+    subset: int | None = None  # first N training images (None: all)
     # The range test
     range_min_lr: float = 1e-4
     range_max_lr: float = 10.0
     range_steps: int = 200
     range_smoothing: float = 0.9  # EMA factor of the loss; it lags ~ 1 / (1 - factor) steps, shifting the curve right
     range_stop_factor: float = 4.0  # stop when the smoothed loss exceeds this x its lowest
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 @dataclasses.dataclass
@@ -103,23 +108,20 @@ class SmokeSettings(Settings):
 
 def main(argv=None):
     parser = build_parser()
-    smoke = parser.parse_args(argv).smoke
-    args, settings = studies.resolve_settings(parser, argv, SmokeSettings if smoke else Settings)
+    args, settings = studies.resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
     try:
-        check_settings(settings)
-        plan = [] if args.range_test else [(cell, seed) for cell in grid(settings) for seed in parse_list(settings.seeds, int, "seeds")]
-        runs = [(f"{cell.name}-seed{seed}", run_config(settings, cell, seed)) for cell, seed in plan]
+        plan = [] if args.range_test else sweep_plan(settings)
+        runs = runs_of(settings, plan)
         studies.check_reusable(runs, args.results_dir)  # before loading data: fail fast
     except ValueError as e:
-        parser.exit(2, f"error: {e}\n")
+        studies.fail(e)
 
     data = studies.load_data(args)
-    if data.image_format == "jpeg":
-        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10 (91% here ~ 94% there)")
-    train_images = min(settings.subset or len(data.x_train), len(data.x_train))
-    if settings.batch_size > train_images:
-        parser.exit(2, f"error: --batch-size {settings.batch_size} is larger than the {train_images} training images\n")
-    print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
+    try:
+        studies.check_batch_size(settings.batch_size, data, settings.subset)
+    except ValueError as e:
+        studies.fail(e)
+    studies.print_data(data, settings.subset)
 
     if args.range_test:
         return range_test(settings, data, studies.prepare_study_dir(Path(args.results_dir) / "range-test", settings))
@@ -193,7 +195,7 @@ class LRRangeTest(schedules.LearningRateCallback):
 def range_test(settings, data, out_dir):
     """Runs the LR range test on the study's first seed and writes its files; returns the exit code."""
     # The recipe's model and optimizer; the schedule is the test's own, so the cell's does not matter.
-    config = run_config(settings, Cell("piecewise", settings.range_min_lr), parse_list(settings.seeds, int, "seeds")[0])
+    config = run_config(settings, Cell("piecewise", settings.range_min_lr), studies.parse_seeds(settings.seeds)[0])
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
     x_train, y_train = data.x_train[: config.subset or None], data.y_train[: config.subset or None]
@@ -272,8 +274,7 @@ def plot_range_test(test, suggested, lowest, path, title):
 
 
 def describe_run(config, data):
-    what = {"jpeg": "JPEG copy of CIFAR-10 (~3 points harder)", "synthetic": "synthetic smoke data"}.get(data.image_format, "CIFAR-10")
-    return f"LR range test: {config.model} width {config.width:g}, batch {config.batch_size}, {config.optimizer}\n{what}"
+    return f"LR range test: {config.model} width {config.width:g}, batch {config.batch_size}, {config.optimizer}\n{studies.dataset_label(data, config.subset)}"
 
 
 # --- Sweep --------------------------------------------------------------------------
@@ -304,12 +305,9 @@ class Cell:
 
 def grid(settings):
     """The cells: each schedule x each LR (x each step size if cyclic). Raises ValueError for a bad grid."""
-    names = parse_list(settings.schedules, str, "schedules")
+    names = studies.parse_list(settings.schedules, str, "schedules", choices=(*SCHEDULES, "custom"))
     if settings.scale_fn and "custom" not in names:
         names.append("custom")
-    for name in names:
-        if name not in (*SCHEDULES, "custom"):
-            raise ValueError(f"--schedules: unknown schedule {name!r}; expected some of {', '.join((*SCHEDULES, 'custom'))}")
     if "custom" in names and not settings.scale_fn:
         raise ValueError('--schedules: "custom" needs --scale-fn, e.g. --scale-fn "0.5*(1+sin(x*pi/2.5))"')
     if settings.scale_fn:
@@ -317,8 +315,8 @@ def grid(settings):
             schedules.scale_fn_from_expression(settings.scale_fn)
         except ValueError as e:
             raise ValueError(f"--scale-fn: {e}") from None
-    lrs = parse_list(settings.lrs, float, "lrs")
-    step_sizes = parse_list(settings.step_sizes, int, "step-sizes") or [None]
+    lrs = studies.parse_list(settings.lrs, float, "lrs", above=0)
+    step_sizes = studies.parse_list(settings.step_sizes, int, "step_sizes", above=0, allow_empty=True) or [None]
     cells = [
         Cell(name, lr, step_size if name in CYCLIC else None, settings.scale_fn if name == "custom" else None)
         for name in names
@@ -328,6 +326,22 @@ def grid(settings):
     for cell in cells:  # the recipe's own checks (milestones, LRs), before any data is loaded
         build_schedule(run_config(settings, cell, 0), steps_per_epoch=1)
     return cells
+
+
+def sweep_plan(settings):
+    """[(cell, seed)]: every cell of the grid once per seed. Raises ValueError (one line)."""
+    return [(cell, seed) for cell in grid(settings) for seed in studies.parse_seeds(settings.seeds)]
+
+
+def runs_of(settings, plan):
+    """[(run name, Config)] of the (cell, seed)s of `plan`: <cell>-seed<S> (then
+    -subset<N> if any, so whole-set and part-set runs can share a folder)."""
+    return [(f"{cell.name}-seed{seed}{studies.subset_suffix(settings.subset)}", run_config(settings, cell, seed)) for cell, seed in plan]
+
+
+def planned_runs(settings):
+    """[(run name, Config)]: what the sweep trains, in order. Raises ValueError (one line)."""
+    return runs_of(settings, sweep_plan(settings))
 
 
 def run_config(settings, cell, seed):
@@ -357,10 +371,10 @@ def run_config(settings, cell, seed):
 
 def sweep(settings, plan, runs, data, study_dir, dry_run=False):
     """Plots the grid's schedules, trains `runs` (run i is `plan[i]`, a (cell, seed)) and writes the table."""
-    if settings.scale_fn and "custom" not in settings.schedules.split(","):
+    if settings.scale_fn and "custom" not in studies.parse_list(settings.schedules, str, "schedules"):
         print('note: --scale-fn adds the "custom" schedule to the grid')
     cells = list(dict.fromkeys(cell for cell, _ in plan))
-    steps_per_epoch = min(settings.subset or len(data.x_train), len(data.x_train)) // settings.batch_size
+    steps_per_epoch = studies.train_images(data, settings.subset) // settings.batch_size
     schedules.plot_schedules(
         {cell.label: build_schedule(run_config(settings, cell, 0), steps_per_epoch) for cell in cells},
         settings.epochs * steps_per_epoch,
@@ -371,10 +385,12 @@ def sweep(settings, plan, runs, data, study_dir, dry_run=False):
         return
     results = studies.run_study(runs, data, study_dir)
     rows = table_rows(cells, [cell for cell, _ in plan], results)
+    print(studies.target_line(settings.target, data))
     print(studies.write_table(rows, COLUMNS, study_dir / "table.csv"))
     print(
         f"final_acc: test accuracy after the last epoch; s_to_target: training seconds (evaluation and the "
-        f"first, compiling step excluded) to test accuracy {settings.target}, over the seeds that reached it"
+        f"first, compiling step excluded) to test accuracy {studies.resolved_target(settings.target, data):g}, "
+        "over the seeds that reached it"
     )
     print(f"results: {study_dir}/table.csv, {study_dir}/lr_schedules.png, {study_dir}/runs/")
 
@@ -410,7 +426,7 @@ FLAG_HELP = {
     "lrs": "comma-separated peak learning rates of the grid",
     "step_sizes": "comma-separated cyclic half-cycles in iterations ('' = 2 epochs)",
     "scale_fn": "adds the 'custom' schedule: triangular cycles scaled by this function of the cycle number x",
-    "seeds": "comma-separated seeds; every cell is trained once per seed",
+    "seeds": "random seeds, e.g. 0,1,2 (every cell once per seed)",
     "model": "network: davidnet (ResNet-9) or resnet44",
     "width": "channel multiplier (e.g. 0.25 for quick CPU runs)",
     "epochs": "training epochs of every run",
@@ -420,8 +436,8 @@ FLAG_HELP = {
     "gamma": "exp_range: amplitude decay per iteration",
     "pct_start": "onecycle: fraction of the steps spent warming up",
     "milestones": "step: epochs where the LR is divided by 10 ('' = 1/2 and 3/4 of the run)",
-    "target": "test accuracy whose seconds are reported (read 0.91 on the JPEG copy)",
-    "subset": "train on the first N training images",
+    "target": "test accuracy whose seconds are reported (default: the data's equivalent of DAWNBench's 94%: 0.94 on CIFAR-10, 0.91 on the JPEG copy)",
+    "subset": "train on the first N training images (default: all)",
     "range_min_lr": "range test: first learning rate",
     "range_max_lr": "range test: last learning rate",
     "range_steps": "range test: batches from the first to the last learning rate",
@@ -430,50 +446,28 @@ FLAG_HELP = {
 }
 
 
+RESULTS_DIR = "runs/lr_schedules"  # --smoke: runs/lr_schedules-smoke, so a smoke test never blocks the real study
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m experiments.lr_schedules", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--range-test", action="store_true", help="run the LR range test instead of the sweep")
+    parser = studies.study_parser(
+        "python -m experiments.lr_schedules", __doc__, RESULTS_DIR, Settings, FLAG_HELP, smoke_class=SmokeSettings
+    )
+    parser.add_argument("--range-test", action="store_true", help="run the LR range test instead of the sweep (into <results-dir>/range-test)")
     parser.add_argument("--dry-run", action="store_true", help="sweep: list the runs and plot the schedules, train nothing")
-    studies.add_common_arguments(parser, default_results_dir="runs/lr_schedules")
-    study = parser.add_argument_group("study settings (default, or --smoke's, in brackets)")
-    for field in dataclasses.fields(Settings):
-        kind = next((t for t in typing.get_args(field.type) if t is not type(None)), field.type)
-        default, smoke = getattr(Settings, field.name), getattr(SmokeSettings, field.name)
-        shown = f"{default!r}" + (f"; --smoke {smoke!r}" if smoke != default else "")
-        study.add_argument("--" + field.name.replace("_", "-"), type=_typed(kind), help=f"{FLAG_HELP[field.name]} [{shown}]")
     return parser
-
-
-def _typed(kind):
-    def parse(text):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def parse_list(text, kind, name):
-    """'0.2, 0.4' -> [0.2, 0.4], without repeats. Raises ValueError naming the setting."""
-    try:
-        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"--{name}: expected {kind.__name__}s separated by commas, got {text!r}") from None
-    return list(dict.fromkeys(values))
 
 
 def check_settings(settings):
     """Raises ValueError (one line) for settings no run could use, from flags or a config file."""
     s = settings
+    studies.check_common_settings(s)
+    studies.parse_list(s.lrs, float, "lrs", above=0)
+    studies.parse_list(s.step_sizes, int, "step_sizes", above=0, allow_empty=True)
     problems = [
         (s.model not in models.MODELS, f"--model: expected one of {', '.join(models.MODELS)}, got {s.model!r}"),
         (s.optimizer not in ("sgd", "adam"), f"--optimizer: expected sgd or adam, got {s.optimizer!r}"),
-        (min(s.width, s.epochs, s.batch_size, s.subset or 1) <= 0, "--width, --epochs, --batch-size and --subset must be > 0"),
-        (not parse_list(s.seeds, int, "seeds"), "--seeds: give at least one seed"),
-        (not parse_list(s.lrs, float, "lrs") or min(parse_list(s.lrs, float, "lrs")) <= 0, "--lrs: give learning rates > 0"),
-        (any(v <= 0 for v in parse_list(s.step_sizes, int, "step-sizes")), "--step-sizes must be > 0"),
+        (min(s.width, s.epochs, s.batch_size) <= 0, "--width, --epochs and --batch-size must be > 0"),
         (not 0 < s.range_min_lr < s.range_max_lr, f"--range-min-lr must be > 0 and below --range-max-lr, got {s.range_min_lr:g} and {s.range_max_lr:g}"),
         (s.range_steps < 2, f"--range-steps must be at least 2, got {s.range_steps}"),
         (not 0 <= s.range_smoothing < 1, f"--range-smoothing must be in [0, 1), got {s.range_smoothing}"),

@@ -2,6 +2,7 @@
 
     python -m experiments.resnet44                                # M = 0, 2, 4, 8, 16, 32; 164 epochs each
     python -m experiments.resnet44 --epochs 40 --m-values 0,4 --seeds 0,1
+    python -m experiments.resnet44 --subset 5000 --epochs 6       # the first 5,000 training images
     python -m experiments.resnet44 --smoke                        # seconds on a CPU, synthetic data
 
 The recipe is He et al. 2016's CIFAR-10 ResNet-44 (section 4.2) as Hoffer et
@@ -44,7 +45,7 @@ Measured, on 2 CPU cores shared with other work, Keras 3.15.1:
 - `--smoke` (synthetic data, width 0.125, 2 epochs, M in {0, 2}): 53 s on
   TensorFlow 2.21, 39 s on JAX 0.10.2, most of it compiling. It checks the
   machinery, not the claim.
-- `--data-dir <JPEG copy of CIFAR-10> --width 0.25 --fraction 0.1 --epochs 6
+- `--data-dir <JPEG copy of CIFAR-10> --width 0.25 --subset 5000 --epochs 6
   --m-values 0,2,4 --target 0.5` (TensorFlow, one seed; docs/resnet44.png):
   final validation error 58.3% (M=0), 65.5% (M=2), 61.8% (M=4). In so short
   a run on 5,000 images, batch augmentation with its cutout did worse than
@@ -60,14 +61,22 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import (  # noqa: E402  (after the env var)
+    check_batch_size,
+    check_common_settings,
     check_reusable,
     dataset_label,
+    fail,
     load_data,
     mean_std,
+    parse_list,
+    parse_seeds,
     prepare_study_dir,
+    print_data,
     resolve_study_settings,
     run_study,
     study_parser,
+    subset_suffix,
+    target_line,
     write_table,
 )
 
@@ -87,21 +96,17 @@ class Settings:
     crop_padding: int = 4  # zero padding ("constant") before the random crop
     cutout: int = 16  # cutout side of the copies (Hoffer et al.'s code: 1 hole, 16 px)
     width: float = 1.0  # channel multiplier: 16/32/64 channels at 1
-    target: float = 0.94  # validation accuracy to time (read 0.91 on the JPEG copy)
+    target: float | None = None  # validation accuracy to time; None: the data's equivalent of DAWNBench's 94% (0.91 on the JPEG copy)
     seeds: str = "0"  # one run per M and seed; the table shows means
-    fraction: float = 1.0  # of the training set (the first images), for quick runs
+    subset: int | None = None  # the first N training images, for quick runs (None: all)
     verbose: int = 0  # Keras progress bar (each epoch prints its own line anyway)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "width"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0. Got: {getattr(self, name)}")
-        if not 0 < self.target <= 1:
-            raise ValueError(f"target must be an accuracy in (0, 1]. Got: {self.target}")
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1]. Got: {self.fraction}")
-        integers(self.m_values, "m_values")
-        integers(self.seeds, "seeds")
+        check_common_settings(self)
+        parse_m_values(self)
 
 
 @dataclasses.dataclass
@@ -127,22 +132,16 @@ HELP = {
     "crop_padding": "zero padding before the random crop (0: no crop)",
     "cutout": "cutout square side for M >= 1 (0: off)",
     "width": "channel multiplier (0.125 for quick CPU runs)",
-    "target": "validation accuracy to time (0.91 on the JPEG copy ~ 0.94 on CIFAR-10)",
+    "target": "validation accuracy to time (default: the data's equivalent of DAWNBench's 94%: 0.94 on CIFAR-10, 0.91 on the JPEG copy)",
     "seeds": "random seeds, e.g. 0,1,2 (one run per M and seed)",
-    "fraction": "fraction of the training set, e.g. 0.1 for a quick look",
+    "subset": "train on the first N training images, e.g. 5000 for a quick look (default: all)",
     "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
 }
 
 
-def integers(text, name):
-    """'0,2,4' -> [0, 2, 4]: distinct non-negative integers, in the given order."""
-    try:
-        values = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be integers separated by commas, e.g. 0,2,4. Got: {text!r}") from None
-    if not values or min(values) < 0 or len(set(values)) != len(values):
-        raise ValueError(f"{name} must be distinct integers >= 0, at least one. Got: {text!r}")
-    return values
+def parse_m_values(settings):
+    """'0,2,4' -> [0, 2, 4]: the copies M to compare. Raises ValueError (one line)."""
+    return parse_list(settings.m_values, int, "m_values", at_least=0)
 
 
 def lr_milestones(settings):
@@ -150,8 +149,8 @@ def lr_milestones(settings):
     return settings.milestones or f"{settings.epochs * 81 / 164:g},{settings.epochs * 122 / 164:g}"
 
 
-def run_config(settings, m, seed, train_images):
-    """One run's `Config`: the recipe with M copies."""
+def run_config(settings, m, seed):
+    """One run's `Config`: the recipe with M copies, on `settings.subset` images."""
     from davidnet.training import Config
 
     s = settings
@@ -180,36 +179,42 @@ def run_config(settings, m, seed, train_images):
         copies=max(m, 1),
         target=s.target,
         seed=seed,
-        subset=int(s.fraction * train_images) if s.fraction < 1 else None,
+        subset=s.subset,
         verbose=s.verbose,
     )
 
 
+def runs_of(settings, copies, seeds):
+    """[(run name, Config)]: one run per M and seed, m<M>-seed<S> (then -subset<N> if any,
+    so whole-set and part-set runs can share a folder)."""
+    return [(f"m{m}-seed{seed}{subset_suffix(settings.subset)}", run_config(settings, m, seed)) for m in copies for seed in seeds]
+
+
+def planned_runs(settings):
+    """[(run name, Config)]: what the study trains, in order. Raises ValueError (one line)."""
+    return runs_of(settings, parse_m_values(settings), parse_seeds(settings.seeds))
+
+
 def main(argv=None):
     parser = build_parser()
+    args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+    copies, seeds = parse_m_values(settings), parse_seeds(settings.seeds)
     try:
-        args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
-        m_values, seeds = integers(settings.m_values, "m_values"), integers(settings.seeds, "seeds")
         from davidnet.training import parse_milestones
 
         parse_milestones(lr_milestones(settings), settings.epochs)
     except ValueError as e:
-        parser.error(str(e))
+        fail(e)
 
     data = load_data(args, SMOKE_SIZES)
-    train_images = int(settings.fraction * len(data.x_train)) if settings.fraction < 1 else len(data.x_train)
-    if settings.batch_size > train_images:
-        parser.error(f"--batch-size {settings.batch_size} is larger than the {train_images} training images")
-    print(f"data: {data.source}; {train_images} train / {len(data.x_test)} test images")
-    if data.image_format == "jpeg":
-        print("note: JPEG copy of CIFAR-10: accuracies are about 3 points below real CIFAR-10 (0.91 here ~ 0.94 there)")
-    suffix = f"-fraction{settings.fraction:g}" if settings.fraction < 1 else ""  # both studies can share a folder
     try:
-        runs = [(f"m{m}-seed{seed}{suffix}", run_config(settings, m, seed, len(data.x_train))) for m in m_values for seed in seeds]
-    except ValueError as e:  # Config's own checks (e.g. a negative cutout)
-        parser.error(str(e))
+        check_batch_size(settings.batch_size, data, settings.subset)
+        runs = runs_of(settings, copies, seeds)  # Config's own checks (e.g. a negative cutout)
+    except ValueError as e:
+        fail(e)
+    print_data(data, settings.subset)
     try:
-        check_reusable(runs, args.results_dir)  # before config.json is overwritten
+        check_reusable(runs, args.results_dir, data)  # before config.json is overwritten
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -217,11 +222,12 @@ def main(argv=None):
 
     results = run_study(runs, data, study_dir)
 
-    rows = table_rows(m_values, results)
+    rows = table_rows(copies, results)
+    print(target_line(settings.target, data))
     print(write_table(rows, COLUMNS, study_dir / "table.csv"))
     network = "ResNet-44" + (f" (width {settings.width:g})" if settings.width != 1 else "")
-    title = f"{network}, {settings.epochs} epochs, {len(seeds)} seed{'s' * (len(seeds) > 1)}\n{dataset_label(data, settings.fraction)}"
-    plot_validation_error(m_values, results, study_dir / "validation_error.png", title)
+    title = f"{network}, {settings.epochs} epochs, {len(seeds)} seed{'s' * (len(seeds) > 1)}\n{dataset_label(data, settings.subset)}"
+    plot_validation_error(copies, results, study_dir / "validation_error.png", title)
     print(f"results: {study_dir}")
     return 0
 
@@ -233,8 +239,7 @@ RESULTS_DIR = "runs/resnet44"  # --smoke: runs/resnet44-smoke, so a smoke test n
 
 
 def build_parser():
-    parser = study_parser("python -m experiments.resnet44", __doc__, RESULTS_DIR, Settings, HELP)
-    return parser
+    return study_parser("python -m experiments.resnet44", __doc__, RESULTS_DIR, Settings, HELP, smoke_class=SmokeSettings)
 
 
 # ---------------------------------------------------------------- table and plot

@@ -135,7 +135,7 @@ def test_a_config_file_grid_is_honoured_and_flags_win(sweep, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--scale-fn", "__import__('os')"], "__import__"),
-    (["--schedules", "piecewise,cosine"], "unknown schedule 'cosine'"),
+    (["--schedules", "piecewise,cosine"], "--schedules: unknown 'cosine'"),
     (["--schedules", "custom"], "needs --scale-fn"),
     (["--lrs", "0.4,fast"], "--lrs"),
     (["--range-test", "--range-min-lr", "1", "--range-max-lr", "0.1"], "--range-min-lr"),

@@ -95,10 +95,10 @@ def test_resnet44_study_compares_each_m_and_a_rerun_skips_finished_runs(tmp_path
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--m-values", "0,x"], "m_values must be integers"),
+    (["--m-values", "0,x"], "--m-values: expected a comma list of distinct integers >= 0"),
     (["--m-values", "2,2"], "distinct integers"),
     (["--milestones", "5"], "milestones must increase and lie between 0 and the 2 epochs"),
-    (["--seeds", ""], "seeds must be distinct integers"),
+    (["--seeds", ""], "--seeds: expected a comma list of distinct integers >= 0 (at least one)"),
 ])
 def test_resnet44_refuses_bad_settings_with_exit_2(tmp_path, capsys, flags, message):
     assert exit_code(resnet44.main, smoke(tmp_path, *flags)) == 2
@@ -116,7 +116,7 @@ def test_unknown_config_keys_exit_2(tmp_path, capsys):
 
 
 def test_ablations_configurations_change_one_thing_each():
-    configs = ablations.configurations(ablations.Settings(), 50000)
+    configs = ablations.configurations(ablations.Settings())
     names = [name for name, _, _ in configs]
     assert names == [
         "baseline", "no-batchnorm", "no-augmentation", "l1-1e-05", "l2-0.00025", "dropout-0.2",
@@ -127,13 +127,13 @@ def test_ablations_configurations_change_one_thing_each():
     assert changed["no-batchnorm"] == {"batch_norm"}
     assert changed["no-augmentation"] == {"crop_padding", "flip", "cutout"}
     assert changed["adam-lr0.001"] == {"optimizer", "lr"}
-    half = ablations.configurations(ablations.Settings(only="norm", fraction=0.5), 50000)
-    assert [(name, config.subset) for name, _, config in half] == [("baseline-fraction0.5", 25000), ("no-batchnorm-fraction0.5", 25000)]
+    half = ablations.planned_runs(ablations.Settings(only="norm", subset=25000))
+    assert [(name, config.subset) for name, config in half] == [("baseline-seed0-subset25000", 25000), ("no-batchnorm-seed0-subset25000", 25000)]
 
 
 def test_ablations_refuse_unknown_comparisons(tmp_path, capsys):
     assert exit_code(ablations.main, smoke(tmp_path, "--only", "norm,dropout")) == 2
-    assert "only must name comparisons from norm, augment, regularisation, optimizer" in capsys.readouterr().err
+    assert "--only: unknown 'dropout', expected some of norm, augment, regularisation, optimizer" in capsys.readouterr().err
 
 
 def test_ablations_study_marks_a_diverged_configuration_and_completes_the_others(tmp_path, capsys):
@@ -151,15 +151,15 @@ def test_ablations_study_marks_a_diverged_configuration_and_completes_the_others
     assert json.loads((study / "config.json").read_text())["adam_lrs"] == "1e30"
     if importlib.util.find_spec("tensorflow"):
         # keras.callbacks.TensorBoard's own tags, per epoch, for training and validation.
-        assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tensorboard_tags(study / "runs" / "baseline" / "tensorboard" / "train")
-        assert {"epoch_loss", "epoch_accuracy"} <= tensorboard_tags(study / "runs" / "baseline" / "tensorboard" / "validation")
+        assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tensorboard_tags(study / "runs" / "baseline-seed0" / "tensorboard" / "train")
+        assert {"epoch_loss", "epoch_accuracy"} <= tensorboard_tags(study / "runs" / "baseline-seed0" / "tensorboard" / "validation")
 
     before = run_mtimes(study)
     capsys.readouterr()
     (study / "comparison.png").unlink()
     assert ablations.main([*argv, "--log-log"]) == 0
     out = capsys.readouterr().out
-    assert "baseline: already completed, skipped" in out and "adam-lr1e+30: already diverged, skipped" in out
+    assert "baseline-seed0: already completed, skipped" in out and "adam-lr1e+30-seed0: already diverged, skipped" in out
     assert run_mtimes(study) == before
     assert_png(study / "comparison.png")
 

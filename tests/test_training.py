@@ -144,6 +144,7 @@ def test_cli_rejects_bad_arguments_with_one_clear_line(image_dir, tmp_path, caps
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # a failed start leaves no empty run folder
 
 
 def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path, capsys):
@@ -152,6 +153,7 @@ def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path, capsys)
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(tmp_path / "nowhere") in errors[0]
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data feed is the TensorFlow path")
