@@ -260,8 +260,8 @@ def main(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
     if settings.images % 2 or settings.mixup <= 0 or settings.crop_padding < 0 or not 0 <= settings.cutout <= 32:
         parser.error("expected an even --images, --mixup > 0, --crop-padding >= 0 and --cutout in 0..32")
-    results_dir = prepare_study_dir(args.results_dir, settings)
     data = load_images(args)
+    results_dir = prepare_study_dir(args.results_dir, settings)  # once the data has loaded: no empty folder
     chosen = pick_examples(data.y_train, settings.images)
     images, labels = data.x_train[chosen], data.y_train[chosen]
 

@@ -171,15 +171,14 @@ def main(argv=None):
         print(f"error: model file {settings.model} does not exist: pass --model RUN_DIR/model.keras", file=sys.stderr)
         return 2
     default_dir = "runs/predict-smoke" if smoke_built else Path(settings.model).parent
-    try:
+    from davidnet.studies import load_data
+
+    data = load_data(args, smoke_sizes=(20, 100))
+    try:  # once the data has loaded: a failed start leaves no empty folder
         results_dir = check_writable(args.results_dir or default_dir)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    from davidnet.studies import load_data
-
-    data = load_data(args, smoke_sizes=(20, 100))
     try:
         indices = parse_indices(settings.images, len(data.x_test))
         if settings.top < 1:

@@ -192,3 +192,27 @@ def test_the_package_installs_what_requirements_txt_pins():
     for script in project["scripts"].values():
         module, function = script.split(":")
         assert callable(getattr(__import__(module, fromlist=[function]), function))
+
+
+@pytest.mark.parametrize("study", ["ablations", "resnet44", "lr_schedules", "fast_ablation", "augmentations"])
+def test_a_study_without_its_data_fails_with_one_line_and_makes_no_folder(study, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"experiments.{study}").main
+    with pytest.raises(SystemExit) as e:
+        main(["--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "study")])
+    assert e.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "nowhere" in errors[0]
+    assert not (tmp_path / "study").exists()
+
+
+def test_predict_without_its_data_makes_no_folder(tmp_path, capsys):
+    from experiments.predict import main
+
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"not read before the data")
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(model), "--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "out")])
+    assert e.value.code == 2 and "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
