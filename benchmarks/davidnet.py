@@ -47,7 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import keras  # noqa: E402  (after the env var)
 from keras import ops  # noqa: E402
 
-from davidnet.training import CHOICES, Config  # noqa: E402
+from davidnet.config import CHOICES, Config  # noqa: E402
 from davidnet.studies import check_batch_size, print_data  # noqa: E402
 
 # The two sizes of the benchmark; a flag given on the command line wins over either.
@@ -231,18 +231,12 @@ class FirstStepClock(EpochClock):
 def compiled_model(config):
     """The config's model and optimizer (`build_model`, `build_optimizer`),
     compiled with the loss and metric that `train` uses."""
-    from davidnet.training import build_model, build_optimizer
+    from davidnet.builders import compile_model
 
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config)
-    model.compile(
-        # A constant learning rate (build_optimizer's default, no schedule):
-        # the step still does every computation of a training step.
-        optimizer=build_optimizer(config),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
-    return model
+    # A constant learning rate (no schedule): the step still does every
+    # computation of a training step.
+    return compile_model(config)
 
 
 def time_steps(model, warmup, timed, repeats, batch_size, flops_per_image):
@@ -293,7 +287,7 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
         "data_path_overhead_pct", "input_share_pct"}.
     """
     from davidnet.flops import forward_flops, train_flops
-    from davidnet.training import set_precision
+    from davidnet.builders import set_precision
     from pipelines.feeds import DeviceFeed
 
     precision = set_precision(config.precision)
@@ -338,7 +332,8 @@ def training_runs(config, data, seeds, results_dir, on_run=None):
     Args:
         on_run: called with the list of runs so far after each run (to save them).
     """
-    from davidnet.training import summary_line, train
+    from davidnet.results import summary_line
+    from davidnet.training import train
 
     runs = []
     for seed in range(seeds):
@@ -537,7 +532,7 @@ def main(argv=None):
             keras.backend.clear_session()
         else:
             from davidnet.flops import forward_flops, train_flops
-            from davidnet.training import build_model
+            from davidnet.builders import build_model
 
             model = build_model(config)
             report["model_flops_per_image"] = {"forward": forward_flops(model), "train": train_flops(model)}

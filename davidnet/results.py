@@ -209,3 +209,40 @@ def plot_learning_rate(lr_history, path):
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def collect_results(run_info, timer, lr_callback, status, diverged=None):
+    accuracies = [r.get("val_accuracy") for r in timer.epochs]
+    final = accuracies[-1] if accuracies and isinstance(accuracies[-1], float) else None
+    return {
+        "status": status,
+        **run_info,
+        **timer.summary(),
+        "final_accuracy": final,
+        "epochs_completed": len(timer.epochs),
+        "diverged": diverged,
+        "history": timer.epochs,
+        "lr_history": [[int(step), float(lr)] for step, lr in lr_callback.history],
+    }
+
+
+def summary_line(results):
+    """The one final line a run prints."""
+    target = results["target"]
+    final = results["final_accuracy"]
+    final_text = f"{final:.4f}" if final is not None else "n/a"
+    if results.get("tta_accuracy") is not None:
+        final_text += f" ({results['tta_accuracy']:.4f} with TTA level {results['tta_level']}, {results['tta_s']:.2f}s)"
+    times = f"train {results['train_s']:.2f}s, compile {results['compile_s'] or 0:.2f}s, wall {results['wall_s']:.2f}s"
+    if results.get("devices", 1) > 1:
+        times += f" on {results['devices']} devices"
+    if results["status"] == "diverged":
+        d = results["diverged"]
+        return f"diverged at epoch {d['epoch']} (learning rate {d['lr']:.4g}); {times}"
+    if results["target_epoch"] is not None:
+        return (
+            f"target {target:.4f} reached at epoch {results['target_epoch']} in "
+            f"{results['seconds_to_target']:.2f}s train time ({results['wall_to_target_s']:.2f}s wall); "
+            f"final test accuracy {final_text}; {times}"
+        )
+    return f"target {target:.4f} not reached in {results['epochs_completed']} epochs; final test accuracy {final_text}; {times}"

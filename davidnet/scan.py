@@ -17,8 +17,8 @@ Keras's, so the learning rate must be in the graph
 
 This touches two private Keras names, `Model._symbolic_build` and the JAX
 trainer's `train_function` contract (`(state, iterator) -> (logs, state)`),
-both stable in the pinned Keras 3.15.1; `tests/test_scan.py` checks that a
-scanned epoch equals the batch-by-batch `fit`.
+through `pipelines.keras_private`; `tests/test_scan.py` checks that a scanned
+epoch equals the batch-by-batch `fit`.
 
 For accelerators only: XLA's CPU backend runs a rolled loop's convolutions
 far slower (measured on a 2-core CPU, tiny DavidNet, batch 64: 23.9 s per
@@ -29,6 +29,7 @@ compile).
 import keras
 from keras import ops
 
+from pipelines import keras_private
 from pipelines.augment import alternating_flip
 from pipelines.feeds import ScanFeed, gather_batch
 
@@ -57,7 +58,7 @@ def install(model, feed, unroll=1):
     images, labels, num_classes = feed.images, feed.labels, feed.num_classes
     flip = feed.alternating_flip
     sample = gather_batch(images, labels, ops.arange(2), num_classes)
-    model._symbolic_build(data_batch=sample)  # build now: fit would try it on an index batch
+    keras_private.build_on_batch(model, sample)  # build now: fit would try it on an index batch
 
     def run(state, images, labels, indices, bits, epoch):
         def step(state, batch):
@@ -78,5 +79,5 @@ def install(model, feed, unroll=1):
     def train_function(state, iterator):
         return compiled(state, images, labels, *next(iterator))
 
-    model.train_function = train_function
+    keras_private.set_train_function(model, train_function)
     return model

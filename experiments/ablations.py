@@ -158,7 +158,7 @@ def configurations(s):
     configuration, each at the first seed (`runs_of` trains every seed). A
     configuration equal to an earlier one (SGD at the baseline's learning rate)
     is that one, trained once."""
-    from davidnet.training import Config
+    from davidnet.config import Config
 
     only, sgd_lrs, adam_lrs = comparisons(s)
     base = Config(

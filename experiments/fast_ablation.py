@@ -127,7 +127,7 @@ def names(text):
 def preset():
     """The fast preset's Config."""
     from davidnet.config_files import load_config
-    from davidnet.training import Config
+    from davidnet.config import Config
     from experiments.davidnet import PRESETS
 
     return Config(**load_config(PRESETS["fast"], Config))

@@ -51,8 +51,8 @@ import numpy as np  # noqa: E402
 
 from davidnet import models, schedules, studies  # noqa: E402
 from davidnet.results import write_json_atomic  # noqa: E402
-from davidnet.training import SCHEDULES, Config, build_model, build_optimizer, build_schedule, set_precision  # noqa: E402
-from pipelines.feeds import make_feed  # noqa: E402
+from davidnet.builders import assemble_run, build_schedule, set_precision  # noqa: E402
+from davidnet.config import SCHEDULES, Config  # noqa: E402
 
 CYCLIC = ("triangular", "triangular2", "exp_range", "custom")
 
@@ -198,10 +198,10 @@ def range_test(settings, data, out_dir):
     config = run_config(settings, Cell("piecewise", settings.range_min_lr), studies.parse_seeds(settings.seeds)[0])
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
-    x_train, y_train = data.x_train[: config.subset or None], data.y_train[: config.subset or None]
-    feed = make_feed(config.pipeline, x_train, y_train, config.batch_size, num_classes=len(data.class_names), seed=config.seed)
-    model = build_model(config)
-    model.compile(optimizer=build_optimizer(config), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    # The run's own model, optimizer, loss (label smoothing included) and feed;
+    # the learning rate is the range test's, set per batch.
+    run = assemble_run(config, data, schedule_in_graph=False)
+    model, feed, x_train = run.model, run.feed, run.x_train
     test = LRRangeTest(settings.range_min_lr, settings.range_max_lr, settings.range_steps, settings.range_smoothing, settings.range_stop_factor)
     steps_per_epoch = len(x_train) // config.batch_size
     print(f"range test: LR {settings.range_min_lr:g} -> {settings.range_max_lr:g} over {settings.range_steps} steps "

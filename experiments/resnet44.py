@@ -151,7 +151,7 @@ def lr_milestones(settings):
 
 def run_config(settings, m, seed):
     """One run's `Config`: the recipe with M copies, on `settings.subset` images."""
-    from davidnet.training import Config
+    from davidnet.config import Config
 
     s = settings
     return Config(
@@ -200,7 +200,7 @@ def main(argv=None):
     args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
     copies, seeds = parse_m_values(settings), parse_seeds(settings.seeds)
     try:
-        from davidnet.training import parse_milestones
+        from davidnet.config import parse_milestones
 
         parse_milestones(lr_milestones(settings), settings.epochs)
     except ValueError as e:

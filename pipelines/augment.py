@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from pipelines import keras_private
+
 # Per-channel statistics of the CIFAR-10 training set, in 0..255 pixel units.
 CIFAR10_MEAN = (125.31, 122.95, 113.87)
 CIFAR10_STD = (62.99, 62.09, 66.70)
@@ -196,7 +198,7 @@ class BatchAugmentation(keras.layers.Layer):
         self.cutout_mode = cutout_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._allow_non_tensor_positional_args = True
+        keras_private.allow_non_tensor_positional_args(self)  # the `training` flag, positional
 
     def call(self, images, training=False):
         x = normalize(images, dtype="float32")

@@ -1,4 +1,5 @@
-"""Tests for pipelines.cifar10: both layouts, the restricted unpickler, the decode cache, fallbacks, errors."""
+"""Tests for pipelines.cifar10 and its sources (pipelines.pickle_batches, image_folders, tfds_source):
+both layouts, the restricted unpickler, the decode cache, fallbacks, errors."""
 
 import hashlib
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import cifar10
+from pipelines import image_folders, pickle_batches, tfds_source
 from pipelines.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from tests.datasets import batch_dict, make_image_dir, make_pickle_dir, synthetic_arrays, write_batch
 
@@ -34,7 +35,7 @@ def isolated_env(tmp_path, monkeypatch):
 @pytest.fixture
 def host_reachable(monkeypatch):
     """The download host answers (tests with a fake tensorflow-datasets; no real download)."""
-    monkeypatch.setattr(cifar10, "_unreachable", lambda url, timeout=None: None)
+    monkeypatch.setattr(tfds_source, "_unreachable", lambda url, timeout=None: None)
 
 
 def load(path, **kwargs):
@@ -103,7 +104,7 @@ def test_verify_accepts_a_batch_whose_md5_is_official(tmp_path, monkeypatch):
     make_pickle_dir(tmp_path)
     batch_dir = tmp_path / "cifar-10-batches-py"
     sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in batch_dir.iterdir()}
-    monkeypatch.setattr(cifar10, "_BATCH_MD5", sums)
+    monkeypatch.setattr(pickle_batches, "_BATCH_MD5", sums)
     assert "md5 verified" in load(tmp_path, verify=True).source
 
 
@@ -359,14 +360,14 @@ def test_read_only_data_dir_falls_back_to_cache_dir(tmp_path, monkeypatch):
     root = make_image_dir(tmp_path / "imgs", 2, 1)
     cache_dir = tmp_path / "cache"
     # chmod alone does not stop root, so refuse temp files in the data folder as a read-only mount would.
-    real_mkstemp = cifar10.tempfile.mkstemp
+    real_mkstemp = image_folders.tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):
         if Path(dir) == root:
             raise PermissionError(13, "Permission denied", str(dir))
         return real_mkstemp(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(cifar10.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(image_folders.tempfile, "mkstemp", mkstemp)
     root.chmod(0o555)
     try:
         first = load(root, cache_dir=cache_dir)
@@ -385,7 +386,7 @@ def test_uncachable_folder_still_loads_with_a_warning(tmp_path, monkeypatch):
     def mkstemp(*args, dir=None, **kwargs):
         raise PermissionError(13, "Permission denied", str(dir))
 
-    monkeypatch.setattr(cifar10.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(image_folders.tempfile, "mkstemp", mkstemp)
     with pytest.warns(UserWarning, match="could not cache"):
         data = load(root, cache_dir=tmp_path / "cache")
     assert "not cached" in data.source and len(data.x_train) == 20
@@ -537,7 +538,7 @@ def test_tfds_source_is_converted(monkeypatch, host_reachable):
 def test_unreachable_download_host_fails_in_seconds_without_starting_tensorflow_datasets(monkeypatch):
     # No data here, and the download host refuses (a closed port on this machine):
     # one line naming --data-dir, CIFAR10_DIR and the layouts, before tfds is touched.
-    monkeypatch.setattr(cifar10, "_TFDS_URL", "https://127.0.0.1:9/cifar-10-binary.tar.gz")
+    monkeypatch.setattr(tfds_source, "_TFDS_URL", "https://127.0.0.1:9/cifar-10-binary.tar.gz")
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # importing it would fail the test differently
     start = time.monotonic()
     with pytest.raises(DataError) as e:
@@ -554,7 +555,7 @@ def test_a_silent_download_host_is_given_up_on_after_the_timeout(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", never_answers)
     start = time.monotonic()
-    assert cifar10._unreachable("https://example.invalid/x", timeout=0.5) == "no answer in 0.5s"
+    assert tfds_source._unreachable("https://example.invalid/x", timeout=0.5) == "no answer in 0.5s"
     assert time.monotonic() - start < 2
 
 
@@ -563,7 +564,7 @@ def test_a_prepared_tensorflow_datasets_copy_is_used_without_asking_the_network(
     prepared.mkdir(parents=True)
     (prepared / "dataset_info.json").write_text("{}")
     monkeypatch.setenv("TFDS_DATA_DIR", str(isolated_env / "tfds"))
-    monkeypatch.setattr(cifar10, "_unreachable", lambda *a, **k: pytest.fail("the network was asked"))
+    monkeypatch.setattr(tfds_source, "_unreachable", lambda *a, **k: pytest.fail("the network was asked"))
     fake_tfds = types.ModuleType("tensorflow_datasets")
     x, y = synthetic_arrays(30)
     fake_tfds.load = lambda *a, **k: [(x, y), (x[:10], y[:10])]
@@ -572,10 +573,16 @@ def test_a_prepared_tensorflow_datasets_copy_is_used_without_asking_the_network(
     assert load_cifar10(progress=False).image_format == "tfds"
 
 
-def test_import_does_not_pull_in_tensorflow():
+# Each module is imported first in a fresh interpreter, so an import cycle between them fails here too.
+@pytest.mark.parametrize(
+    "module",
+    ["pipelines.cifar10", "pipelines.dataset", "pipelines.pickle_batches", "pipelines.image_folders",
+     "pipelines.tfds_source", "pipelines.synthetic", "pipelines.targets"],
+)
+def test_import_does_not_pull_in_tensorflow(module):
     code = (
-        "import sys, pipelines.cifar10; "
-        "bad = [m for m in ('tensorflow', 'tensorflow_datasets', 'PIL') if m in sys.modules]; "
+        f"import sys, {module}; "
+        "bad = [m for m in ('tensorflow', 'tensorflow_datasets', 'PIL', 'keras') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO_ROOT)}

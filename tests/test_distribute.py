@@ -114,6 +114,7 @@ def test_devices_setting_is_all_or_a_positive_integer(bad):
 
 def test_one_device_builds_no_distribution(tmp_path, monkeypatch):
     """devices "1" is the plain single-device path: nothing distributed is made or current."""
+    import davidnet.builders as builders
     import davidnet.training as training
     from tests.test_training import tiny_data
 
@@ -126,7 +127,7 @@ def test_one_device_builds_no_distribution(tmp_path, monkeypatch):
 
         monkeypatch.setattr(tf.distribute, "MirroredStrategy", refuse)
     seen = []
-    build_model = training.build_model
+    build_model = builders.build_model
 
     def recording_build_model(config, x_train=None):
         if BACKEND == "jax":
@@ -137,7 +138,7 @@ def test_one_device_builds_no_distribution(tmp_path, monkeypatch):
             seen.append(tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
         return build_model(config, x_train)
 
-    monkeypatch.setattr(training, "build_model", recording_build_model)
+    monkeypatch.setattr(builders, "build_model", recording_build_model)
     config = Config(width=0.0625, batch_size=32, epochs=1, subset=64, verbose=0, save_model=False, checkpoint=False)
     results = training.train(config, tiny_data(n_train=64, n_test=50), tmp_path)
     assert seen == [None]

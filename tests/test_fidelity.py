@@ -18,7 +18,8 @@ from keras import ops
 from davidnet.config_files import load_config
 from davidnet.optimizers import NEWTON_SCHULZ_COEFFICIENTS, Muon
 from davidnet.torch_optimizers import TorchAdam, TorchSGD
-from davidnet.training import Config, build_model, build_optimizer, build_schedule, momentum_schedule
+from davidnet.builders import build_model, build_optimizer, build_schedule, momentum_schedule
+from davidnet.config import Config
 from pipelines.augment import CIFAR10_MEAN, CIFAR10_STD, BatchAugmentation, cutout
 
 RECIPES = Path(__file__).resolve().parents[1] / "experiments" / "recipes"

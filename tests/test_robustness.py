@@ -77,22 +77,22 @@ def test_sigkill_mid_run_then_resume_finishes_with_the_complete_history(image_di
 
 
 def test_resume_in_process_restores_model_optimizer_and_schedule(tmp_path, monkeypatch):
-    from davidnet import training
+    from davidnet import callbacks
 
     data = tiny_data()
     config = Config(epochs=3, **TINY)
     full = train(config, data, tmp_path / "full")
 
-    original = training.EpochReport.on_epoch_end
+    original = callbacks.EpochReport.on_epoch_end
 
     def interrupt_after_two(self, epoch, logs=None):  # Ctrl-C right after epoch 2's checkpoint
         original(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.EpochReport, "on_epoch_end", interrupt_after_two)
+    monkeypatch.setattr(callbacks.EpochReport, "on_epoch_end", interrupt_after_two)
     interrupted = train(config, data, tmp_path / "split")
-    monkeypatch.setattr(training.EpochReport, "on_epoch_end", original)
+    monkeypatch.setattr(callbacks.EpochReport, "on_epoch_end", original)
     assert interrupted["status"] == "interrupted" and interrupted["epochs_completed"] == 2
     assert (tmp_path / "split" / "checkpoint" / "state.json").exists()
 

@@ -30,7 +30,7 @@ def test_smoke_study_tables_every_configuration_and_skips_finished_runs(tmp_path
 def test_each_configuration_removes_one_ingredient_from_the_preset():
     configs = dict(fast_ablation.configurations(fast_ablation.Settings(seeds="0")))
     base = configs.pop("preset")
-    assert base.model == "fastnet" and base.optimizer == "muon" and base.tta == 2
+    assert base.model == "airbench94" and base.optimizer == "muon" and base.tta == 2
     assert len(configs) == len(fast_ablation.INGREDIENTS)
     for name, config in configs.items():
         changed = {k for k in vars(base) if getattr(base, k) != getattr(config, k)}

@@ -10,7 +10,10 @@ from pathlib import Path
 import keras
 import pytest
 
-from davidnet.training import Config, build_optimizer, build_schedule, summary_line, train
+from davidnet.builders import build_optimizer, build_schedule
+from davidnet.config import Config
+from davidnet.results import summary_line
+from davidnet.training import train
 from pipelines.cifar10 import CLASS_NAMES, Cifar10
 from tests.datasets import make_image_dir, synthetic_arrays
 
@@ -134,7 +137,7 @@ def test_cli_end_to_end_summary_agrees_with_results_json(image_dir, tmp_path):
     "args, message",
     [
         (["--epochs", "0"], "must be > 0"),
-        (["--schedule", "cosine"], "invalid choice"),
+        (["--schedule", "cosine"], "must be one of piecewise, step"),
         (["--batch-size", "abc"], "expected int"),
         (["--batch-size", "5000"], "larger than the 200 training images"),
     ],
@@ -180,7 +183,7 @@ def test_the_adam_one_cycle_recipe_file_builds_its_optimizer_and_schedule():
     from davidnet.config_files import load_config
 
     from davidnet.torch_optimizers import TorchAdam
-    from davidnet.training import momentum_schedule
+    from davidnet.builders import momentum_schedule
 
     config = Config(**load_config(ROOT / "experiments" / "recipes" / "resnet9_adam_onecycle.toml", Config))
     schedule = build_schedule(config, steps_per_epoch=125)
@@ -226,7 +229,7 @@ def test_precompile_elsewhere_is_a_note_and_scan_says_it_needs_jax(tmp_path, cap
 def test_optimizer_choices_of_the_fast_preset():
     from davidnet import optimizers
     from davidnet.schedules import TabulatedSchedule
-    from davidnet.training import build_model
+    from davidnet.builders import build_model
 
     config = Config(model="fastnet", width=0.125, optimizer="muon", lr=1.5, muon_lr=0.3, momentum=0.85,
                     weight_decay=1.5e-3, bias_lr_scale=64, lookahead=5)
@@ -245,11 +248,11 @@ def test_optimizer_choices_of_the_fast_preset():
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(whiten=True), "settings of the fastnet model"),
-    (dict(model="fastnet", dropout=0.1), "fastnet has batch norm"),
+    (dict(whiten=True), r"settings of the airbench94 \(fastnet\) model"),
+    (dict(model="fastnet", dropout=0.1), r"airbench94 \(fastnet\) has batch norm"),
     (dict(optimizer="muon", clipnorm=1.0), "gradient clipping"),
     (dict(optimizer="adam", bias_lr_scale=2.0), "bias-lr-scale"),
-    (dict(lr_end=1.5), "fractions of lr"),
+    (dict(lr_end=1.5), "lr_end must be >= 0 and <= 1"),
 ])
 def test_fast_preset_settings_are_checked(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -261,7 +264,7 @@ def test_the_fast_preset_is_a_recipe_that_flags_override():
     from davidnet.studies import resolve_settings
 
     _, config = resolve_settings(build_parser(), ["--preset", "fast", "--epochs", "3"], Config, PRESETS)
-    assert (config.model, config.optimizer, config.batch_size, config.tta) == ("fastnet", "muon", 2000, 2)
+    assert (config.model, config.optimizer, config.batch_size, config.tta) == ("airbench94", "muon", 2000, 2)
     assert config.alternating_flip and not config.flip and config.whiten and config.epochs == 3
     assert Config().model == "davidnet"  # the classic recipe stays the default
 
@@ -284,7 +287,7 @@ def test_a_tiny_fast_preset_run_reports_its_tta_accuracy(tmp_path):
 
 def test_the_progress_bar_keeps_dispatch_asynchronous_and_shows_steps_in_order(capsys):
     from davidnet.timing import TimeToAccuracy
-    from davidnet.training import ProgressBar
+    from davidnet.callbacks import ProgressBar
 
     bar = ProgressBar()
     if keras.backend.backend() == "jax":  # where Keras dispatches batch ends on worker threads

@@ -1,0 +1,121 @@
+"""What every CIFAR-10 source returns, and the checks it must pass.
+
+`Cifar10` is the dataset in memory (uint8 NHWC arrays), `DataError` the one
+error a problem with the user's data raises, `CLASS_NAMES` and `IMAGE_SHAPE`
+what CIFAR-10 is. `checked` builds a `Cifar10` from any source's arrays after
+checking what every source must satisfy; the loaders (`pipelines.pickle_batches`,
+`pipelines.image_folders`, `pipelines.tfds_source`) share it, and the hints of
+their messages, from here. Import it through `pipelines.cifar10`.
+
+numpy only: no TensorFlow, Pillow or Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+IMAGE_SHAPE = (32, 32, 3)
+
+# The ends of the loaders' "no CIFAR-10 here" messages: where to point them, and what they look for.
+WHERE_HINT = (
+    "pass --data-dir DIR (a cifar-10-batches-py folder or an image folder with "
+    "train/ and test/) or set CIFAR10_DIR"
+)
+LAYOUTS = (
+    "expected either the Python-pickle layout (data_batch_1..5 and test_batch, "
+    "directly or in cifar-10-batches-py/) or an image folder with "
+    "train/<class>/*.png|jpg and test/<class>/*"
+)
+
+
+class DataError(ValueError):
+    """A problem with the user's data; ``str(e)`` is ONE line saying what was expected and what to do."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Cifar10:
+    """CIFAR-10 in memory, train and test splits.
+
+    Attributes:
+        x_train: uint8 images, shape (N, 32, 32, 3), NHWC.
+        y_train: int32 labels, shape (N,), values 0..9.
+        x_test: uint8 images, shape (M, 32, 32, 3).
+        y_test: int32 labels, shape (M,).
+        source: one human-readable line saying where the data came from.
+        image_format: "pickle", "png", "jpeg" or "tfds". "jpeg" matters: models
+            score about 3 points lower on the lossy JPEG copy.
+        class_names: the name of each label, index = label.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    image_format: str
+    class_names: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        # The default repr would print pixel arrays.
+        return (
+            f"Cifar10(train={len(self.x_train)}, test={len(self.x_test)}, "
+            f"image_format={self.image_format!r}, source={self.source!r})"
+        )
+
+
+# --- checks every source passes ----------------------------------------------------
+
+
+def check_labels(labels, num_classes, where):
+    """Raises DataError unless every label is 0..num_classes-1; ``where`` starts the message."""
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise DataError(
+            f"{where}: labels must be 0..{num_classes - 1}, found {int(bad[0])} "
+            f"({bad.size} out of range): this is not CIFAR-10 data"
+        )
+
+
+def checked(x_train, y_train, x_test, y_test, *, source, image_format, class_names):
+    """Builds a Cifar10 after checking what every source must satisfy."""
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.dtype != np.uint8 or x.shape[1:] != IMAGE_SHAPE or y.shape != (len(x),):
+            raise DataError(
+                f"{source}: {split} images are {x.dtype} {x.shape} with {y.shape} labels, "
+                f"expected uint8 (N, 32, 32, 3) and N labels: the source is not CIFAR-10"
+            )
+        if len(x) == 0:
+            raise DataError(f"{source}: the {split} split is empty: expected CIFAR-10 images")
+        check_labels(y, min(len(class_names), len(CLASS_NAMES)), where=f"{source} {split}")
+    return Cifar10(
+        x_train=x_train,
+        y_train=y_train.astype(np.int32, copy=False),
+        x_test=x_test,
+        y_test=y_test.astype(np.int32, copy=False),
+        source=source,
+        image_format=image_format,
+        class_names=tuple(class_names),
+    )
+
+
+def first_line(error, limit=200):
+    """The start of an exception's message, kept to one line for DataError."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+

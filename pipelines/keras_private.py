@@ -1,0 +1,97 @@
+"""Every private Keras API the project uses, in one place.
+
+Checked against Keras 3.15.1 (the pinned version; requirements.txt). Each
+function names the private attribute it relies on and what it is for;
+`check()` verifies that each is still there and behaves as relied on, and
+tests/test_keras_private.py fails, naming this module, when a Keras upgrade
+changes one. Nothing else in davidnet/, pipelines/ or experiments/ touches a
+private Keras name (that test also greps for them).
+
+It sits in `pipelines`, the lowest layer, so that both packages can use it.
+
+The names:
+- `Model._symbolic_build(data_batch=...)`: builds the model, its optimizer
+  and metrics on one batch before `fit`, as `fit` itself would (the scanned
+  loop and --precompile need the model built before the first step).
+- JAX trainer `_get_jax_state(...)` and the `train_function(state,
+  iterator) -> (logs, state)` contract: compiling the steps on a copy of the
+  state (--precompile), and putting a scanned epoch in place of the step
+  (davidnet/scan.py).
+- `Layer._allow_non_tensor_positional_args`: lets a layer take a Python value
+  (the `training` flag of BatchAugmentation) as a positional argument.
+- A callback's `async_safe` attribute: `CallbackList` then lets it run on
+  worker threads, so a progress bar does not make the host wait for the
+  device at every step.
+- `Callback.model` under JAX calls `model.jax_state_sync()`: reading it in a
+  batch callback is what makes an assignment to the optimizer's learning rate
+  take effect mid-epoch (the per-batch schedule callbacks rely on it).
+"""
+
+import inspect
+
+import keras
+
+CHECKED_WITH = "3.15.1"
+
+
+def build_on_batch(model, batch):
+    """Builds `model` (and its optimizer and metrics) on one batch, as `fit` would."""
+    model._symbolic_build(data_batch=batch)
+
+
+def jax_state(model, optimizer=True):
+    """The JAX trainer's state tuple (trainable, non-trainable, optimizer
+    (if `optimizer`), metrics variables), as its `train_function` takes it."""
+    return model._get_jax_state(
+        trainable_variables=True, non_trainable_variables=True, optimizer_variables=optimizer, metrics_variables=True,
+    )
+
+
+def set_train_function(model, function):
+    """Puts `function(state, iterator) -> (logs, state)` in place of the JAX
+    trainer's compiled step; `fit` calls it once per item of its data."""
+    model.train_function = function
+
+
+def allow_non_tensor_positional_args(layer):
+    """Lets `layer` be called with Python values as positional arguments."""
+    layer._allow_non_tensor_positional_args = True
+
+
+def async_safe(callback_class):
+    """Class decorator: Keras may dispatch this callback's batch hooks on
+    worker threads (the class must then be thread-safe itself)."""
+    callback_class.async_safe = True
+    return callback_class
+
+
+def check():
+    """Raises RuntimeError naming this module and the API that changed, if
+    the installed Keras no longer has one of the private names relied on."""
+    from keras.src.callbacks import callback as callback_module
+    from keras.src.callbacks import callback_list
+    from keras.src.layers import layer as layer_module
+    from keras.src.trainers import trainer
+
+    problems = []
+    if "data_batch" not in inspect.signature(trainer.Trainer._symbolic_build).parameters:
+        problems.append("Model._symbolic_build(data_batch=...)")
+    if "async_safe" not in inspect.getsource(callback_list.CallbackList):
+        problems.append("CallbackList's async_safe attribute")
+    if "_allow_non_tensor_positional_args" not in inspect.getsource(layer_module.Layer):
+        problems.append("Layer._allow_non_tensor_positional_args")
+    if "jax_state_sync" not in inspect.getsource(callback_module.Callback):
+        problems.append("Callback.model's jax_state_sync under JAX")
+    if keras.backend.backend() == "jax":
+        from keras.src.backend.jax import trainer as jax_trainer
+
+        parameters = inspect.signature(jax_trainer.JAXTrainer._get_jax_state).parameters
+        if not {"trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables"} <= set(parameters):
+            problems.append("JAXTrainer._get_jax_state(...)")
+        if "self.train_function(" not in inspect.getsource(jax_trainer.JAXTrainer.fit):
+            problems.append("JAXTrainer.fit calling self.train_function(state, iterator)")
+    if problems:
+        raise RuntimeError(
+            f"Keras {keras.__version__} changed private APIs that pipelines/keras_private.py relies on "
+            f"(checked with {CHECKED_WITH}): {'; '.join(problems)}"
+        )
