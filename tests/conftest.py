@@ -1,5 +1,7 @@
 import contextlib
+import inspect
 import os
+import re
 
 import keras
 import numpy as np
@@ -53,3 +55,28 @@ def host_kernel_init():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(keras.initializers.VarianceScaling, "__call__", _numpy_variance_scaling)
         yield
+
+
+# --- the quick subset: python -m tests -m "not slow" -------------------------------------
+
+# What makes a test slow here: it trains (train, fit, a study's main, the CLI)
+# or starts another Python. Read from the test's source and its fixtures', so
+# that a new test is marked without anyone remembering to.
+_SLOW_CALLS = re.compile(r"\b(train|train_in_fresh_session|run_cli|run_main|start_cli|main|fit|run_notebook)\(|subprocess\.|\.fit\(")
+
+
+def _slow(function):
+    try:
+        return bool(_SLOW_CALLS.search(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        functions = [item.function] if hasattr(item, "function") else []
+        for definitions in (fixtures.name2fixturedefs.values() if fixtures else ()):
+            functions += [d.func for d in definitions if getattr(d, "baseid", "").startswith("tests")]
+        if any(_slow(f) for f in functions):
+            item.add_marker(pytest.mark.slow)

@@ -130,6 +130,7 @@ def test_cutout_size_zero_returns_input():
 # --- mixup / mix ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_mixup_mixes_images_and_labels_with_reversed_partner():
     x = np.random.default_rng(10).integers(0, 256, (16, 32, 32, 3)).astype("uint8")
     y = np.eye(10, dtype=np.float32)[np.arange(16) % 10]
@@ -202,6 +203,7 @@ def uint8_images(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3)).astype("uint8")
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_layer_inference_is_exactly_normalize():
     x = uint8_images(4, seed=14)
     layer = BatchAugmentation(crop_padding=4, flip=True, cutout_size=8, seed=0)
@@ -219,6 +221,7 @@ def test_layer_training_crops_the_normalised_image():
     assert None not in offsets
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_layer_same_seed_same_augmentation():
     x = uint8_images(8, seed=16)
     kwargs = dict(crop_padding=4, flip=True, cutout_size=8)
@@ -229,6 +232,7 @@ def test_layer_same_seed_same_augmentation():
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_layer_get_config_round_trip():
     layer = BatchAugmentation(crop_padding=2, crop_mode="constant", flip=False, cutout_size=6, seed=3, name="aug")
     config = layer.get_config()
@@ -273,6 +277,7 @@ def test_layer_in_compiled_fit():
 # --- random_crop with airbench's 2-pixel translate ---------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_random_crop_padding_two_reaches_all_25_offsets():
     x = images(400, seed=30)
     out = np_(augment.random_crop(x, seed=31, padding=2, mode="reflect"))

@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent(
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from davidnet.training import Config, train
-    from tests.test_training import tiny_data
+    from tests.helpers import tiny_data
 
     out = {}
     for devices in ("1", "2"):
@@ -116,7 +116,7 @@ def test_one_device_builds_no_distribution(tmp_path, monkeypatch):
     """devices "1" is the plain single-device path: nothing distributed is made or current."""
     import davidnet.builders as builders
     import davidnet.training as training
-    from tests.test_training import tiny_data
+    from tests.helpers import tiny_data
 
     def refuse(*args, **kwargs):
         raise AssertionError("a distribution was built for devices='1'")

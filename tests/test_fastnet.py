@@ -248,6 +248,7 @@ def test_policy_restored_after_mixed_precision_test():
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_fastnet_save_load_round_trip(model, tmp_path):
     x = uint8_images(2, seed=4)
     expected = model.predict(x, verbose=0)

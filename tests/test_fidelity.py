@@ -72,6 +72,7 @@ def test_davidnet_schedule_reads_step_plus_one_as_cifar10_fasts_optimiser():
     assert table[0] == pytest.approx(0.4 / (5 * 97)) and table[-1] == 0.0  # the last step trains at 0
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_davidnet_model_is_cifar10_fasts_net(davidnet_half):
     model = davidnet_half
     augment = model.get_layer("augment")
@@ -167,6 +168,7 @@ def test_fast_preset_settings_are_airbench94_muons(fast):
     assert (config.tta, config.eval_every, config.lookahead, config.mixup) == (2, 0, 0, 0.0)
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_fast_preset_network_is_airbench94_muons_cifarnet(fast):
     config, model, _ = fast
     for bn in layers_of(model, keras.layers.BatchNormalization):
@@ -244,6 +246,7 @@ def airbench94_muon_step(weights, summed_grads, state, path, step):
     return w - lr * (d + 0.85 * buf), buf
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_fast_preset_two_steps_per_group_match_airbench94_muon(fast):
     config, model, _ = fast
     # A fresh optimizer (the fixture's is built) on the model's weights, restored afterwards.
@@ -293,6 +296,7 @@ def test_resnet44_study_recipe_is_hoffers_regime():
     assert table[81 * 781 - 1] == pytest.approx(0.1)  # the last step of epoch index 80
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_resnet44_init_and_decay_are_hoffers():
     config = resnet44_run_config()
     model = build_model(config)
@@ -315,6 +319,7 @@ def test_resnet44_init_and_decay_are_hoffers():
     assert isinstance(optimizer, TorchSGD) and not optimizer.nesterov and not optimizer.lr_in_buffer
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_resnet44_zero_init_residual_option():
     plain = build_model(resnet44_run_config())
     zero = build_model(resnet44_run_config(zero_init_residual=True))
@@ -344,6 +349,7 @@ def test_cutout_coverage_inside_and_centred_as_their_references():
 # --- The one-cycle recipe: the ResNet-9 tutorial -----------------------------------------------
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_one_cycle_recipe_is_the_tutorials():
     config = recipe("resnet9_adam_onecycle")
     model = build_model(config)

@@ -21,7 +21,7 @@ from davidnet.schedules import PiecewiseLinear
 from davidnet.training import Config, resolve_target, train
 from pipelines import cifar10
 from pipelines.cifar10 import CLASS_NAMES, Cifar10
-from tests.test_training import ROOT, TINY, tiny_data
+from tests.helpers import ROOT, TINY, tiny_data
 
 
 @pytest.fixture(scope="module")

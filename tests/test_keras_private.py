@@ -7,7 +7,7 @@ import keras
 import pytest
 
 from pipelines import keras_private
-from tests.test_training import ROOT
+from tests.helpers import ROOT
 
 # Uses (calls, assignments), not mentions in docstrings.
 PRIVATE = re.compile(r"\._symbolic_build\(|\._get_jax_state\(|\.train_function\s*=[^=]|_allow_non_tensor_positional_args\s*=|^\s*async_safe\s*=")

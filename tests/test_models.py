@@ -163,6 +163,7 @@ def test_resnet_depth_must_be_6n_plus_2(depth):
 # --- outputs ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_logits_shape_and_dtype(small_davidnet, small_resnet20):
     x = images(2)
     for model in (small_davidnet, small_resnet20):
@@ -171,6 +172,7 @@ def test_logits_shape_and_dtype(small_davidnet, small_resnet20):
         assert np.all(np.isfinite(logits)) and np.ptp(logits) > 0
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_logits_float32_under_mixed_bfloat16(mixed_bfloat16):
     model = davidnet(width=0.25)
     assert model.get_layer("prep_conv").compute_dtype == "bfloat16"
@@ -191,6 +193,7 @@ def test_policy_restored_after_mixed_precision_test():
 # --- saving --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of XLA compilation on JAX
 @pytest.mark.parametrize("which", ["davidnet", "resnet20"])
 def test_saved_model_reloads_with_same_logits(which, tmp_path, small_davidnet, small_resnet20):
     model = small_davidnet if which == "davidnet" else small_resnet20

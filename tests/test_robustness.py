@@ -12,7 +12,7 @@ import pytest
 
 from davidnet.training import Config, ResumeError, train
 from tests.datasets import make_image_dir
-from tests.test_training import ROOT, TINY, run_cli, run_main, tiny_data
+from tests.helpers import ROOT, TINY, run_cli, run_main, tiny_data
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 checks and the README's table all come from the definitions; the models and
 schedules are registries."""
 
-import argparse
 import dataclasses
 import math
 
@@ -11,7 +10,7 @@ import pytest
 from davidnet import config
 from davidnet.config import MODELS, SCHEDULES, Config
 from experiments.davidnet import build_parser, flag_table
-from tests.test_training import ROOT
+from tests.helpers import ROOT
 
 
 def test_the_readme_flag_table_is_the_one_the_definitions_give():

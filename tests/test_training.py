@@ -1,11 +1,7 @@
 """The training engine in-process, and the CLI end to end in a subprocess."""
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import pytest
@@ -14,18 +10,8 @@ from davidnet.builders import build_optimizer, build_schedule
 from davidnet.config import Config
 from davidnet.results import summary_line
 from davidnet.training import train
-from pipelines.cifar10 import CLASS_NAMES, Cifar10
-from tests.datasets import make_image_dir, synthetic_arrays
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(width=0.125, batch_size=32, verbose=0, save_model=False)
-
-
-def tiny_data(n_train=256, n_test=100):
-    x_train, y_train = synthetic_arrays(n_train, seed=1)
-    x_test, y_test = synthetic_arrays(n_test, seed=2)
-    return Cifar10(x_train, y_train, x_test, y_test, "synthetic", "png", CLASS_NAMES)
-
+from tests.datasets import make_image_dir
+from tests.helpers import ROOT, TINY, run_cli, run_main, tiny_data
 
 def test_sgd_and_adam_are_pytorchs_with_the_coupled_weight_decay():
     from davidnet.torch_optimizers import TorchAdam, TorchSGD
@@ -82,29 +68,6 @@ def test_a_diverging_run_stops_and_says_so(tmp_path, capsys):
     assert len(results["history"]) == 1
     assert "diverged" in capsys.readouterr().out
     assert summary_line(results).startswith("diverged at epoch 1")
-
-
-def run_main(capsys, *args):
-    """The CLI in-process (no interpreter start-up): (exit code, stdout, stderr)."""
-    from experiments.davidnet import main
-
-    try:
-        code = main(["--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", ""), *args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.davidnet", "--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", ""), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
