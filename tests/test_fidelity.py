@@ -96,7 +96,8 @@ def test_davidnet_weights_start_from_pytorchs_default_init(davidnet_half):
         w = np_(kernel)
         fan_in = int(np.prod(w.shape[:-1]))
         bound = 1 / np.sqrt(fan_in)
-        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound, kernel.path
+        # (a float32 draw may round up to the bound's float32 value)
+        assert np.abs(w).max() <= np.float32(bound) and np.abs(w).max() > 0.95 * bound, kernel.path
         # std within 10% (the prep conv has the fewest weights: 3 * 9 * 32 = 864, 4 standard errors).
         assert np.std(w) == pytest.approx(bound / np.sqrt(3), rel=0.1), kernel.path
         # Keras's default (Glorot uniform) would be 1.4-1.7x wider for these convs.
