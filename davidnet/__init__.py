@@ -9,9 +9,12 @@ run's model.keras in one's own code.
 _SERIALIZABLE_MODULES = (
     "pipelines.augment",
     "davidnet.initializers",
-    "davidnet.schedules",
+    "davidnet.schedules.table",
+    "davidnet.schedules.closed_form",
+    "davidnet.schedules.cyclic",
     "davidnet.torch_optimizers",
-    "davidnet.optimizers",
+    "davidnet.muon",
+    "davidnet.lookahead",
     "davidnet.fastnet",
     "davidnet.tta",
 )

@@ -338,3 +338,54 @@ def test_after_a_lookahead_fit_the_model_evaluates_and_saves(tmp_path):
     model.save(tmp_path / "m.keras")
     for saved, loaded in zip(weights, keras.models.load_model(tmp_path / "m.keras").get_weights()):
         np.testing.assert_array_equal(saved, loaded)
+
+
+def test_a_saved_model_with_muon_lookahead_and_schedules_loads_in_a_fresh_process(tmp_path):
+    """davidnet.load_model, in an interpreter that imported nothing of ours, restores the
+    optimizer of the fast preset: Lookahead around muon_sgd, with a TabulatedSchedule
+    (a callback's in_graph), a plain schedule as a learning rate and airbench's alpha."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from davidnet.schedules import OneCycleSchedule, PiecewiseLinear
+    from tests.helpers import ROOT
+
+    model = conv_model()
+    callback = PiecewiseLinear([0, 1, 2], [0.0, 0.2, 0.0], steps_per_epoch=2, step_offset=1)
+    optimizer = Lookahead(
+        muon_sgd(model, muon_lr=callback.in_graph(4), sgd_lr=OneCycleSchedule(0.1, total_steps=4)),
+        sync_period=2, alpha=AirbenchAlphaSchedule(4),
+    )
+    model.compile(optimizer=optimizer, loss="mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 4, 4, 2)).astype("float32"), rng.normal(size=(8, 2)).astype("float32")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[callback])
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import json, sys, numpy as np, davidnet\n"
+        "model = davidnet.load_model(sys.argv[1])\n"
+        "x = np.load(sys.argv[2])\n"
+        "np.save(sys.argv[3], model.predict(x, verbose=0))\n"
+        "optimizer = model.optimizer\n"
+        "parts = {type(o).__name__: o for o in optimizer.inner_optimizer.optimizers}\n"
+        "model.fit(x, x[:, 0, 0, :], batch_size=4, epochs=1, verbose=0)  # trains on\n"
+        "print(json.dumps({'optimizer': type(optimizer).__name__, 'alpha': type(optimizer.alpha).__name__,\n"
+        "    'muon_lr': [type(parts['Muon']._learning_rate).__name__, parts['Muon']._learning_rate.values],\n"
+        "    'sgd_lr': [type(parts['TorchSGD']._learning_rate).__name__, parts['TorchSGD']._learning_rate.get_config()],\n"
+        "    'iterations': int(np.asarray(optimizer.iterations))}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "model.keras"), str(tmp_path / "x.npy"), str(tmp_path / "p.npy")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded["optimizer"] == "Lookahead" and loaded["alpha"] == "AirbenchAlphaSchedule"
+    assert loaded["muon_lr"] == ["TabulatedSchedule", callback.in_graph(4).values]
+    assert loaded["sgd_lr"] == ["OneCycleSchedule", OneCycleSchedule(0.1, total_steps=4).get_config()]
+    assert loaded["iterations"] == 4  # 2 steps saved, 2 more after loading
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
