@@ -16,6 +16,7 @@ import tempfile
 import threading
 
 BACKENDS = ("tensorflow", "jax")
+SUMMARY = re.compile(r"^=*\s*\d+ (passed|failed|skipped|deselected|errors?)\b.* in [\d.]+s")
 
 
 def main(argv):
@@ -43,8 +44,9 @@ def main(argv):
     worst = 0
     for backend, process in processes.items():
         returncode = process.wait()
-        lines = [line for line in outputs[backend] if line.strip()]
-        last = lines[-1] if lines else ""
+        # pytest's summary line ("N passed, ... in Xs"); warnings may follow it.
+        summaries = [line for line in outputs[backend] if SUMMARY.search(line)]
+        last = summaries[-1] if summaries else ""
         counts = dict.fromkeys(totals, 0)
         for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", last):
             counts["errors" if word.startswith("error") else word] += int(number)
