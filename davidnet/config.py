@@ -125,7 +125,7 @@ class Config:
     step_size: int | None = setting(None, "cyclic: half a cycle, in iterations", above=0, shown="2 epochs")
     gamma: float = setting(0.99994, "exp_range: decay per iteration", above=0)
     scale_fn: str | None = setting(None, "cyclic: custom scale function of x, e.g. '0.5*(1+sin(x*pi/2.5))'")
-    pct_start: float = setting(0.25, "onecycle: fraction of steps spent warming up", above=0, below=1)
+    pct_start: float = setting(0.25, "onecycle: fraction of steps spent warming up", at_least=0, below=1)
     anneal: str = setting("cos", "onecycle: cos or linear annealing", choices=("cos", "linear"))
     cycle_momentum: bool = setting(True, "onecycle: cycle the momentum (Adam's beta_1) 0.95 -> 0.85 -> 0.95 against the learning rate, as PyTorch's OneCycleLR")
     batch_norm: bool = setting(True, "batch normalisation after each convolution")
