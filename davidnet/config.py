@@ -237,7 +237,7 @@ def help_text(name):
 def _check_expression(text):
     """A bad --scale-fn is caught here, before the run. Its parser lives with
     the schedules (which import Keras: only a run that sets --scale-fn pays it)."""
-    builder({"parse": "davidnet.schedules:scale_fn_from_expression"}, "parse")(text)
+    importlib.import_module("davidnet.schedules").scale_fn_from_expression(text)
 
 
 # Legacy views of the definitions, derived from them (for code written before).

@@ -216,3 +216,19 @@ def test_predict_without_its_data_makes_no_folder(tmp_path, capsys):
         main(["--model", str(model), "--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "out")])
     assert e.value.code == 2 and "nowhere" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_distribution_ships_every_package_and_data_file(tmp_path):
+    # What `pip install .` would install: every package with its subpackages, the recipes and the tables.
+    setuptools = pytest.importorskip("setuptools")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set(setuptools.find_packages(str(ROOT), include=project["packages"]["find"]["include"]))
+    on_disk = {
+        str(p.parent.relative_to(ROOT)).replace("/", ".")
+        for top in ("davidnet", "pipelines", "experiments") for p in (ROOT / top).glob("**/__init__.py")
+    }
+    assert found == on_disk
+    for package, patterns in project["package-data"].items():
+        for pattern in patterns:
+            assert list((ROOT / package).glob(pattern)), f"{package}/{pattern} matches nothing"
+    assert "davidnet.schedules" in found and "davidnet" in project["package-data"]
