@@ -19,6 +19,7 @@ before the backend is loaded.
 import dataclasses
 import importlib
 import math
+import operator
 
 # Builders take (config, x_train) -> keras.Model; x_train: the uint8 training
 # images (airbench94's whitening needs them).
@@ -189,32 +190,35 @@ FIELDS = {field.name: field for field in dataclasses.fields(Config)}
 DEFAULTS = {name: field.default for name, field in FIELDS.items()}
 
 
-def check(name, value):
-    """Raises ValueError (one line) if `value` is not allowed for the setting
-    `name`: its choices, its bounds, and a finite number."""
+_BOUNDS = (("above", ">", operator.gt), ("at_least", ">=", operator.ge), ("below", "<", operator.lt), ("at_most", "<=", operator.le))
+
+
+def problem(name, value):
+    """What is wrong with `value` for the setting `name` (e.g. "must be > 0"):
+    its choices, its bounds, a finite number; None if nothing is."""
     meta = FIELDS[name].metadata
     if meta["choices"] is not None and value not in meta["choices"]:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, meta['choices']))}. Got: {value!r}")
+        return f"must be one of {', '.join(map(str, meta['choices']))}"
     if value is None or isinstance(value, (bool, str)):
-        return
+        return None
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number. Got: {value}")
-    for key, holds, words in (
-        ("above", lambda v, b: v > b, "> {}"),
-        ("at_least", lambda v, b: v >= b, ">= {}"),
-        ("below", lambda v, b: v < b, "< {}"),
-        ("at_most", lambda v, b: v <= b, "<= {}"),
-    ):
-        bound = meta[key]
-        if bound is not None and not holds(value, bound):
-            raise ValueError(f"{name} must be {bounds_text(name)}. Got: {value}")
+        return "must be a finite number"
+    if any(meta[key] is not None and not holds(value, meta[key]) for key, _, holds in _BOUNDS):
+        return f"must be {bounds_text(name)}"
+    return None
+
+
+def check(name, value):
+    """Raises ValueError (one line) if `value` is not allowed for the setting `name` (`problem`)."""
+    why = problem(name, value)
+    if why:
+        raise ValueError(f"{name} {why}. Got: {value!r}" if isinstance(value, str) else f"{name} {why}. Got: {value}")
 
 
 def bounds_text(name):
     """'> 0', '>= 0 and < 1', ...: the setting's bounds in words ('' if none)."""
     meta = FIELDS[name].metadata
-    parts = [f"{symbol} {meta[key]:g}" for key, symbol in (("above", ">"), ("at_least", ">="), ("below", "<"), ("at_most", "<=")) if meta[key] is not None]
-    return " and ".join(parts)
+    return " and ".join(f"{symbol} {meta[key]:g}" for key, symbol, _ in _BOUNDS if meta[key] is not None)
 
 
 def default_text(name):
@@ -240,8 +244,5 @@ def _check_expression(text):
     importlib.import_module("davidnet.schedules").scale_fn_from_expression(text)
 
 
-# Legacy views of the definitions, derived from them (for code written before).
+# The settings' choices by name, derived from the definitions (the benchmark's flags use them).
 CHOICES = {name: field.metadata["choices"] for name, field in FIELDS.items() if field.metadata["choices"] is not None}
-POSITIVE = tuple(name for name, field in FIELDS.items() if field.metadata["above"] == 0)
-NON_NEGATIVE = tuple(name for name, field in FIELDS.items() if field.metadata["at_least"] == 0)
-FASTNET_ONLY = AIRBENCH94_ONLY

@@ -227,9 +227,9 @@ def resolved_target(target, data):
     """A study's `target` setting as its runs time it: None is the data's
     equivalent of DAWNBench's 94% (`pipelines.cifar10.equivalent_target`: 0.91
     on the JPEG copy, else 0.94), as `davidnet.training` resolves `Config.target`."""
-    from pipelines.cifar10 import equivalent_target
+    from pipelines.cifar10 import resolve_target
 
-    return target if target is not None else equivalent_target(data.image_format)
+    return resolve_target(target, data.image_format)[0]
 
 
 def target_line(target, data):

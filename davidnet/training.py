@@ -23,7 +23,7 @@ from davidnet.results import check_writable, collect_results, write_results
 from davidnet.timing import TimeToAccuracy
 from davidnet.tta import tta_model
 from pipelines import keras_private
-from pipelines.cifar10 import equivalent_target, target_note
+from pipelines.cifar10 import resolve_target as resolve_data_target
 from pipelines.feeds import DeviceFeed
 
 EVAL_BATCH = 1000  # test images per evaluation step
@@ -171,9 +171,7 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
 def resolve_target(config, data):
     """(the accuracy to time, the line that says which and why): `config.target`,
     or when None the data's equivalent of DAWNBench's 94% (0.91 on the JPEG copy)."""
-    given = config.target is not None
-    target = config.target if given else equivalent_target(data.image_format)
-    return target, target_note(data.image_format, target, given)
+    return resolve_data_target(config.target, data.image_format)
 
 
 def resolve_loop(config):

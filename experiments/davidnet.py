@@ -63,17 +63,16 @@ def _scalar_type(annotation):
 
 
 def _checked(kind, name):
-    """An argparse type for the setting `name`: its kind, then its own checks (`davidnet.config.check`)."""
+    """An argparse type for the setting `name`: its kind, then its own checks (`davidnet.config.problem`)."""
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        try:
-            config.check(name, value)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e).split(". Got:")[0].removeprefix(f"{name} ")) from None
+        why = config.problem(name, value)
+        if why:
+            raise argparse.ArgumentTypeError(why)
         return value
 
     parse.__name__ = kind.__name__

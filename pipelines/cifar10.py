@@ -34,14 +34,10 @@ from pathlib import Path
 
 from pipelines.dataset import CLASS_NAMES, IMAGE_SHAPE, LAYOUTS, WHERE_HINT, Cifar10, DataError
 from pipelines.image_folders import load_image_dir
-from pipelines.pickle_batches import _BATCH_MD5, find_pickle_dir, load_pickle_dir  # noqa: F401
+from pipelines.pickle_batches import find_pickle_dir, load_pickle_dir
 from pipelines.synthetic import synthetic_cifar10, synthetic_images
-from pipelines.targets import DAWNBENCH_TARGET, equivalent_target, target_note
-from pipelines.tfds_source import _TFDS_URL, _unreachable, load_tfds  # noqa: F401
-
-# _BATCH_MD5, _TFDS_URL and _unreachable are here for code that reads them
-# (tests/test_first_run.py probes the download host). The loaders look them up
-# in their own modules: patch them there (pipelines.tfds_source._unreachable).
+from pipelines.targets import DAWNBENCH_TARGET, equivalent_target, resolve_target, target_note
+from pipelines.tfds_source import load_tfds
 
 __all__ = [
     "CLASS_NAMES",
@@ -51,6 +47,7 @@ __all__ = [
     "DataError",
     "equivalent_target",
     "load_cifar10",
+    "resolve_target",
     "synthetic_cifar10",
     "synthetic_images",
     "target_note",

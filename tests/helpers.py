@@ -40,3 +40,12 @@ def run_cli(*args, env=None):
         text=True,
         timeout=600,
     )
+
+
+def run_python(code, *args, cwd):
+    """`code` in a fresh interpreter (nothing imported or registered yet), the
+    repository on its path: the completed process, output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )

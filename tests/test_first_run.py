@@ -19,9 +19,9 @@ import pytest
 from davidnet import hardware
 from davidnet.schedules import PiecewiseLinear
 from davidnet.training import Config, resolve_target, train
-from pipelines import cifar10
+from pipelines import tfds_source
 from pipelines.cifar10 import CLASS_NAMES, Cifar10
-from tests.helpers import ROOT, TINY, tiny_data
+from tests.helpers import ROOT, TINY, run_python, tiny_data
 
 
 @pytest.fixture(scope="module")
@@ -135,11 +135,7 @@ def test_a_saved_model_loads_in_ones_own_code_with_davidnet_load_model(jpeg_run,
         "np.save(sys.argv[2], model.predict(np.load(sys.argv[3]), verbose=0))\n"
         "assert model.optimizer is not None and type(model.optimizer).__name__ == 'TorchSGD'\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(folder / "model.keras"), str(tmp_path / "p.npy"), str(tmp_path / "x.npy")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_python(code, folder / "model.keras", tmp_path / "p.npy", tmp_path / "x.npy", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     from davidnet import load_model
 
@@ -148,7 +144,7 @@ def test_a_saved_model_loads_in_ones_own_code_with_davidnet_load_model(jpeg_run,
 
 
 def test_no_data_and_no_network_fails_in_seconds_with_one_line_and_no_folder(tmp_path):
-    if cifar10._unreachable(cifar10._TFDS_URL, timeout=3) is None:
+    if tfds_source._unreachable(tfds_source._TFDS_URL, timeout=3) is None:
         pytest.skip("the dataset host answers here: this test never downloads")
     home = tmp_path / "home"
     home.mkdir()

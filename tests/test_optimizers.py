@@ -345,12 +345,9 @@ def test_a_saved_model_with_muon_lookahead_and_schedules_loads_in_a_fresh_proces
     optimizer of the fast preset: Lookahead around muon_sgd, with a TabulatedSchedule
     (a callback's in_graph), a plain schedule as a learning rate and airbench's alpha."""
     import json
-    import os
-    import subprocess
-    import sys
 
     from davidnet.schedules import OneCycleSchedule, PiecewiseLinear
-    from tests.helpers import ROOT
+    from tests.helpers import run_python
 
     model = conv_model()
     callback = PiecewiseLinear([0, 1, 2], [0.0, 0.2, 0.0], steps_per_epoch=2, step_offset=1)
@@ -377,11 +374,7 @@ def test_a_saved_model_with_muon_lookahead_and_schedules_loads_in_a_fresh_proces
         "    'sgd_lr': [type(parts['TorchSGD']._learning_rate).__name__, parts['TorchSGD']._learning_rate.get_config()],\n"
         "    'iterations': int(np.asarray(optimizer.iterations))}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "model.keras"), str(tmp_path / "x.npy"), str(tmp_path / "p.npy")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_python(code, tmp_path / "model.keras", tmp_path / "x.npy", tmp_path / "p.npy", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded["optimizer"] == "Lookahead" and loaded["alpha"] == "AirbenchAlphaSchedule"
