@@ -3,17 +3,61 @@
 Labels follow the class folders (CIFAR-10's names in CIFAR-10's order, else
 sorted), and each split is put in one fixed random order. Decoding 60,000
 images takes a while, so it is done once: the arrays are cached as an ``.npz``
-in the data folder (or in ``cache_dir`` when that is not writable), keyed on
-the folder's listing, so any change to the folder decodes it again.
+in the data folder (or in ``cache_dir`` when that is not writable).
+
+What the folder may hold: every problem with the
+user's folder is a `DataError` of one line naming the file or folder (names
+that are not valid UTF-8, or hold control characters, are shown escaped, as
+``caf\\xe9.png``) and saying what to do, raised before any image is decoded
+where it can be.
+
+- Entries whose name starts with "." (``.DS_Store``, ``.ipynb_checkpoints``)
+  are skipped. Everything else is refused by name, not skipped: a mislaid
+  file should not silently change the data. A class folder holds regular
+  files (or symbolic links to them) named ``*.png``, ``*.jpg`` or ``*.jpeg``,
+  not empty; a named pipe, socket, device, folder or broken link there is
+  refused after an ``os.stat``, which never opens it (opening a FIFO would
+  hang). A split holds class folders only.
+- Image file names need not be valid UTF-8: such files are loaded (the cache
+  key hashes the raw bytes of the name). Class folder names must be valid
+  UTF-8 without control characters, since they are printed and saved as the
+  class names.
+- Classes: the same class folders in train/ and test/, 2 to 10 of them, each
+  with at least one image in each split. Folders named after some but not all
+  of CIFAR-10's classes (one missing or misspelled) are refused: their labels
+  would silently not be CIFAR-10's.
+- Files are decoded by content, PNG or JPEG only (a JPEG named .png counts as
+  JPEG, since "jpeg" changes the expected accuracy), 32x32 unless ``resize``,
+  and at most `_MAX_PIXELS` (Pillow's decompression-bomb bound, applied even
+  if Pillow's own check is turned off). See `_rgb_array` for how each Pillow
+  mode becomes 8-bit RGB.
+
+The decoded cache is keyed on each file's relative name, label, size,
+``st_mtime_ns``, ``st_ino`` and ``st_ctime_ns``, and on the decoding version.
+The ctime changes on every write and cannot be set back by ``touch``/``utime``,
+so a file rewritten in place with the same size and a restored mtime is still
+seen (a chmod, a new hard link or a copy of the folder change the key too:
+one more decode, never stale data). Limit: a change made within the file
+system's timestamp granularity of the file's previous change (a few ms on
+Linux, seconds on some network or FAT file systems), keeping its inode and
+size, is not seen; delete the cache file to force a decode. Writing a cache
+removes the caches it replaces (ours only, by name: the same image folder and
+resize setting), and is atomic.
 
 Pillow is imported only to decode, and Keras only for the progress bar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import signal
+import stat
 import tempfile
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -22,52 +66,43 @@ import numpy as np
 from pipelines.dataset import CLASS_NAMES, IMAGE_SHAPE, DataError, checked, first_line
 
 _DEFAULT_CACHE_DIR = "~/.cache/davidnet"
-_IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
-# Bump when the cache's contents or decoding change, so old caches are not trusted.
-_CACHE_VERSION = 2  # 2: the test split shuffled too
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# What each decodable content format counts as (MPO: a camera JPEG with extra frames).
+_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}
+# Pillow's default decompression-bomb bound (Image.MAX_IMAGE_PIXELS), kept even where it is turned off.
+_MAX_PIXELS = 89_478_485
+# Bump when the cache's contents, key or decoding change, so old caches are not trusted.
+_CACHE_VERSION = 3  # 2: the test split shuffled too; 3: stat key with inode and ctime, formats by content, 16-bit modes
+_STALE_TEMP_S = 3600  # a temp cache file this old is a killed writer's leftover
 _PROGRESS_EVERY = 1000
 
 _TRAIN_ORDER_SEED = 0
 _TEST_ORDER_SEED = 1
 
+# Lone surrogates (bytes of a non-UTF-8 name) and control characters, shown escaped.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
 
 def load_image_dir(root, origin, resize, cache_dir, progress):
     """Loads ``root/train/<class>/*`` and ``root/test/<class>/*``, through the decoded cache."""
+    where = _shown(root)
     for split in ("train", "test"):
-        if not (root / split).is_dir():
+        split_dir = root / split
+        if not split_dir.is_dir():
+            state = "is not a folder" if os.path.lexists(split_dir) else "is missing"
             raise DataError(
-                f"image folder {root} has no {split}/ split: expected {root}/train/<class>/*.png|jpg "
-                f"and {root}/test/<class>/*"
+                f"image folder {where} has no {split}/ split ({split}/ {state}): expected "
+                f"{where}/train/<class>/*.png|jpg and {where}/test/<class>/*"
             )
     listing = {split: _scan_split(root / split) for split in ("train", "test")}
-    train_classes, test_classes = set(listing["train"]), set(listing["test"])
-    if train_classes != test_classes:
-        only_train = ", ".join(sorted(train_classes - test_classes)) or "none"
-        only_test = ", ".join(sorted(test_classes - train_classes)) or "none"
-        raise DataError(
-            f"image folder {root}: train/ and test/ have different class folders "
-            f"(only in train: {only_train}; only in test: {only_test}); make them match"
-        )
-    # CIFAR-10's names happen to be alphabetical; naming the order keeps labels
-    # right even if CLASS_NAMES or the sort rule ever change.
-    if train_classes == set(CLASS_NAMES):
-        class_names = CLASS_NAMES
-    else:
-        class_names = tuple(sorted(train_classes))
-    if not 2 <= len(class_names) <= len(CLASS_NAMES):
-        raise DataError(
-            f"image folder {root} has {len(class_names)} class folders in train/, expected 2 to 10 "
-            f"(CIFAR-10 labels are 0..9): one folder per class"
-        )
+    class_names = _class_names(where, set(listing["train"]), set(listing["test"]))
 
-    files = {}  # split -> [(path, label, relpath, size, mtime_ns)] ordered by label, then file name
-    formats = set()
+    files = {}  # split -> [(path, label, relpath, stat key)] ordered by label, then file name
     for split in ("train", "test"):
         files[split] = []
         for label, name in enumerate(class_names):
-            for path, size, mtime, fmt in listing[split][name]:
-                files[split].append((path, label, f"{split}/{name}/{os.path.basename(path)}", size, mtime))
-                formats.add(fmt)
+            for path, key in listing[split][name]:
+                files[split].append((path, label, f"{split}/{name}/{os.path.basename(path)}", key))
     # The official batches hold both splits in random order, so the first N
     # images of either are a class-mixed sample (--subset N, x_test[:1000],
     # `predict --images 0,5,17` rely on that). Give an image folder the same
@@ -75,170 +110,349 @@ def load_image_dir(root, origin, resize, cache_dir, progress):
     for split, seed in (("train", _TRAIN_ORDER_SEED), ("test", _TEST_ORDER_SEED)):
         order = np.random.default_rng(seed).permutation(len(files[split]))
         files[split] = [files[split][i] for i in order]
-    # One JPEG is enough to make the copy lossy, and "jpeg" is what changes the expected accuracy.
-    image_format = "jpeg" if "jpeg" in formats else "png"
-    format_label = " and ".join(f.upper() for f in sorted(formats))
 
-    key = _cache_key(files, resize)
-    local_cache = root / f".cifar10-cache-{key}.npz"
-    fallback_dir = Path(os.path.expanduser(str(cache_dir) if cache_dir else _DEFAULT_CACHE_DIR))
-    fallback_cache = fallback_dir / f"cifar10-cache-{key}.npz"
+    caches = _cache_slots(root, cache_dir, resize, _cache_key(files, resize))
     counts = {split: len(files[split]) for split in files}
-
-    for cache in (local_cache, fallback_cache):
-        arrays = _read_cache(cache, counts, class_names)
-        if arrays is not None:
-            return checked(
-                *arrays,
-                source=f"image folder {root} (from {origin}, {format_label}, decoded cache {cache})",
-                image_format=image_format,
-                class_names=class_names,
-            )
+    for _, _, cache in caches:
+        cached = _read_cache(cache, counts, class_names)
+        if cached is not None:
+            arrays, formats = cached
+            return _checked(arrays, formats, class_names, where, origin, f"decoded cache {_shown(cache)}")
 
     all_paths = [f[0] for split in ("train", "test") for f in files[split]]
-    images = _decode_images(all_paths, resize, progress)
+    images, formats = _decode_images(all_paths, resize, progress)
     x_train, x_test = images[: counts["train"]], images[counts["train"] :]
     y_train = np.array([f[1] for f in files["train"]], dtype=np.int32)
     y_test = np.array([f[1] for f in files["test"]], dtype=np.int32)
     arrays = (x_train, y_train, x_test, y_test)
 
     written, failures = None, []
-    for cache in (local_cache, fallback_cache):
+    for _, prefix, cache in caches:
         try:
-            _write_cache(cache, arrays, class_names)
+            _write_cache(cache, prefix, arrays, class_names, formats)
             written = cache
             break
         except OSError as e:
-            failures.append(f"{cache.parent}: {e.strerror or e}")
+            failures.append(f"{_shown(cache.parent)}: {e.strerror or e}")
     if written is not None:
-        cached = f"decoded cache {written}"
+        _remove_replaced(caches, written)
+        note = f"decoded cache {_shown(written)}"
     else:
-        cached = "decoded, not cached"
+        note = "decoded, not cached"
         warnings.warn(
-            f"could not cache the decoded images of {root} ({'; '.join(failures)}): "
+            f"could not cache the decoded images of {where} ({'; '.join(failures)}): "
             f"pass a writable cache_dir to avoid decoding again",
             stacklevel=4,
         )
+    return _checked(arrays, formats, class_names, where, origin, note)
+
+
+def _checked(arrays, formats, class_names, where, origin, note):
+    """`checked`, its source line naming the folder, who named it, the formats and the cache."""
+    # One JPEG is enough to make the copy lossy, and "jpeg" is what changes the expected accuracy.
+    image_format = "jpeg" if "jpeg" in formats else "png"
+    format_label = " and ".join(f.upper() for f in sorted(formats))
     return checked(
         *arrays,
-        source=f"image folder {root} (from {origin}, {format_label}, {cached})",
+        source=f"image folder {where} (from {origin}, {format_label}, {note})",
         image_format=image_format,
         class_names=class_names,
     )
 
 
-def _scan_split(split_dir):
-    """Lists ``split_dir/<class>/<image>``: {class: [(path str, size, mtime_ns, format)] sorted by name}.
+def _shown(text):
+    """``text`` (a str or path) safe to print, log or save as JSON on one line.
 
-    Hidden entries (``.DS_Store``, ``.ipynb_checkpoints``) are skipped; anything
-    else that is not an image file is an error, so a mislaid file is not
-    silently ignored. Paths stay strings: pathlib costs seconds over 60,000 files.
+    Bytes of a name that is not valid UTF-8 (lone surrogates from os.listdir)
+    become ``\\xNN``, control characters ``\\xNN``/``\\uNNNN``.
     """
-    try:
-        class_dirs = sorted(
-            e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")
+    text = str(text)
+    if _UNSAFE.search(text) is None:
+        return text
+
+    def escape(match):
+        code = ord(match.group())
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the original byte
+            return f"\\x{code - 0xDC00:02x}"
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _UNSAFE.sub(escape, text)
+
+
+def _class_names(where, train_classes, test_classes):
+    """The class names in label order; DataError unless train/ and test/ agree on 2 to 10 usable classes."""
+    if train_classes != test_classes:
+        only_train = _listed(train_classes - test_classes)
+        only_test = _listed(test_classes - train_classes)
+        raise DataError(
+            f"image folder {where}: train/ and test/ have different class folders "
+            f"(only in train: {only_train}; only in test: {only_test}); make them match"
         )
-        if not class_dirs:
-            raise DataError(
-                f"{split_dir} has no class folders: expected {split_dir}/<class>/*.png|jpg, one folder per class"
-            )
-        listing = {}
-        for name in class_dirs:
-            class_dir = split_dir / name
-            entries = []
-            for e in sorted(os.scandir(class_dir), key=lambda e: e.name):
-                if e.name.startswith("."):
-                    continue
-                path = e.path
-                if e.is_dir():
-                    raise DataError(
-                        f"unexpected folder {path}: class folders hold image files only "
-                        f"(expected {split_dir}/<class>/*.png|jpg)"
-                    )
-                image_format = _IMAGE_SUFFIXES.get(_suffix(e.name))
-                if image_format is None:
-                    raise DataError(
-                        f"{path} is not an image (expected .png, .jpg or .jpeg): remove it from the image folder"
-                    )
-                st = e.stat()
-                entries.append((path, st.st_size, st.st_mtime_ns, image_format))
-            if not entries:
-                raise DataError(
-                    f"class folder {class_dir} is empty: add its .png/.jpg images or remove the folder"
-                )
-            listing[name] = entries
+    # CIFAR-10's names happen to be alphabetical; naming the order keeps labels
+    # right even if CLASS_NAMES or the sort rule ever change.
+    if train_classes == set(CLASS_NAMES):
+        return CLASS_NAMES
+    if not 2 <= len(train_classes) <= len(CLASS_NAMES):
+        raise DataError(
+            f"image folder {where} has {len(train_classes)} class folders in train/ and test/ "
+            f"({_listed(train_classes)}), expected 2 to 10 (CIFAR-10 labels are 0..9): one folder per class"
+        )
+    # Some of CIFAR-10's names but not all (a missing or misspelled folder): sorted labels would
+    # not be CIFAR-10's, silently.
+    cifar = train_classes & set(CLASS_NAMES)
+    if cifar:
+        raise DataError(
+            f"image folder {where} has {len(cifar)} of CIFAR-10's 10 class folders "
+            f"(missing: {_listed(set(CLASS_NAMES) - cifar)}; not CIFAR-10's: {_listed(train_classes - cifar)}): "
+            f"add or rename folders in train/ and test/ so that all ten are there, or, for a dataset of your own, "
+            f"name no folder after a CIFAR-10 class (its labels would not be CIFAR-10's)"
+        )
+    return tuple(sorted(train_classes))
+
+
+def _listed(names, limit=12):
+    """Sorted names, comma-separated, at most ``limit`` of them."""
+    names = sorted(names)
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return (", ".join(names[:limit]) or "none") + more
+
+
+def _kind(mode):
+    """What a non-regular file is, for messages."""
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _stat(entry):
+    """``entry``'s stat, following symbolic links, without opening it; DataError if it has none."""
+    try:
+        return entry.stat()
     except OSError as e:
-        raise DataError(f"cannot list {e.filename or split_dir}: {e.strerror or e}") from e
+        shown, target = _shown(entry.path), "?"
+        if entry.is_symlink():
+            if isinstance(e, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    target = _shown(os.readlink(entry.path))
+                raise DataError(f"{shown} is a broken symbolic link (to {target}, which does not exist): remove it or restore its target") from e
+            raise DataError(f"{shown} is a symbolic link that cannot be followed ({e.strerror or e}): remove or fix it") from e
+        raise DataError(f"cannot read {shown} ({e.strerror or e}): check its permissions, or remove it") from e
+
+
+def _scan_split(split_dir):
+    """Lists ``split_dir/<class>/<image>``: {class: [(path str, stat key)] sorted by name}.
+
+    Hidden entries are skipped, anything else that is not what the layout
+    expects is refused by name (see the module docstring). Paths stay strings:
+    pathlib costs seconds over 60,000 files.
+    """
+    where = _shown(split_dir)
+    listing = {}
+    for entry in _entries(split_dir):
+        shown = _shown(entry.path)
+        st = _stat(entry)
+        if not stat.S_ISDIR(st.st_mode):
+            what = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
+            raise DataError(
+                f"{shown} is {what}, not a class folder: {where}/ holds one folder per class "
+                f"(<class>/*.png|jpg); move it out"
+            )
+        if _shown(entry.name) != entry.name:
+            raise DataError(
+                f"class folder {shown} has a name that is not valid UTF-8 text (or holds control characters): "
+                f"rename it, class names are printed and saved"
+            )
+        listing[entry.name] = _scan_class(entry.path)
+    if not listing:
+        raise DataError(f"{where} has no class folders: expected {where}/<class>/*.png|jpg, one folder per class")
     return listing
 
 
-def _suffix(name):
-    """Lower-case extension with its dot ("" if none); cheaper than os.path.splitext over 60,000 names."""
-    dot = name.rfind(".")
-    return name[dot:].lower() if dot > 0 else ""
+def _scan_class(class_dir):
+    """[(path, (size, mtime_ns, ino, ctime_ns))] of the images in one class folder, by name."""
+    images = []
+    for entry in _entries(class_dir):
+        path = entry.path
+        st = _stat(entry)  # never opens: a FIFO is refused here, not read
+        if stat.S_ISDIR(st.st_mode):
+            raise DataError(
+                f"unexpected folder {_shown(path)}: class folders hold image files only "
+                f"(expected <class>/*.png|jpg); move it out"
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{_shown(path)} is {_kind(st.st_mode)}, not an image file: remove it from the image folder")
+        if not entry.name.lower().endswith(_IMAGE_SUFFIXES):
+            raise DataError(f"{_shown(path)} is not an image (expected .png, .jpg or .jpeg): remove it from the image folder")
+        if st.st_size == 0:
+            raise DataError(f"{_shown(path)} is empty (0 bytes): replace it with the image or remove it")
+        images.append((path, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)))
+    if not images:
+        raise DataError(
+            f"class folder {_shown(class_dir)} is empty: add its .png/.jpg images or remove the folder"
+        )
+    return images
+
+
+def _entries(folder):
+    """The folder's entries not starting with ".", sorted by name; DataError if it cannot be listed."""
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if not e.name.startswith(".")]
+    except OSError as e:
+        raise DataError(
+            f"cannot list {_shown(e.filename or folder)} ({e.strerror or e}): make it readable (chmod a+rx) or remove it"
+        ) from e
+    return sorted(entries, key=lambda e: e.name)
 
 
 def _cache_key(files, resize):
     """Short hash of what decoding depends on, so any change to the folder decodes it again."""
     h = hashlib.sha256(f"cifar10-cache v{_CACHE_VERSION} resize={bool(resize)}\n".encode())
     for split in ("train", "test"):
-        for _, label, rel, size, mtime in files[split]:
-            h.update(f"{rel}\0{label}\0{size}\0{mtime}\n".encode())
+        for _, label, rel, key in files[split]:
+            # fsencode: the raw bytes of a name that is not valid UTF-8.
+            h.update(os.fsencode(rel) + f"\0{label}\0{key}\n".encode())
     return h.hexdigest()[:16]
 
 
+def _cache_slots(root, cache_dir, resize, key):
+    """[(folder, name prefix, cache path)], the data folder first, then the fallback.
+
+    The prefix names the slot, one cache per image folder and resize setting:
+    writing a new cache replaces the files with the same prefix. In the shared
+    fallback folder the prefix carries a hash of the image folder's real path.
+    """
+    r = "r1" if resize else "r0"
+    fallback = Path(os.path.expanduser(str(cache_dir) if cache_dir else _DEFAULT_CACHE_DIR))
+    folder = hashlib.sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
+    slots = ((Path(root), f".cifar10-cache-{r}-"), (fallback, f"cifar10-cache-{folder}-{r}-"))
+    return [(d, prefix, d / f"{prefix}{key}.npz") for d, prefix in slots]
+
+
+def _temp_prefix(prefix):
+    """Temporary files are hidden and named apart from the caches they become."""
+    return "." + prefix.lstrip(".") + "tmp-"
+
+
+def _remove_replaced(caches, kept):
+    """Removes the caches ``kept`` replaces: ours only, recognised by name, in our cache folders.
+
+    Those are the other caches of the same slot (an earlier state of the
+    folder), temp files of killed writers older than `_STALE_TEMP_S`, and in
+    the data folder itself the caches of version 2 (named without a slot).
+    Best effort: a file that cannot be removed is left.
+    """
+    now = time.time()
+    for folder, prefix, _ in caches:
+        ours = re.compile(re.escape(prefix) + r"[0-9a-f]{16}\.npz")
+        temp = re.compile(re.escape(_temp_prefix(prefix)) + r"\w+\.tmp")
+        legacy = re.compile(r"\.cifar10-cache-[0-9a-f]{16}\.npz") if folder == caches[0][0] else None
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = folder / name
+            try:
+                if ours.fullmatch(name) or (legacy is not None and legacy.fullmatch(name)):
+                    if path != kept:
+                        path.unlink()
+                elif temp.fullmatch(name) and now - path.lstat().st_mtime > _STALE_TEMP_S:
+                    path.unlink()
+            except OSError:
+                pass
+
+
 def _read_cache(path, counts, class_names):
-    """Returns the cached (x_train, y_train, x_test, y_test), or None if absent or unusable."""
+    """Returns the cached ((x_train, y_train, x_test, y_test), formats), or None if absent or unusable."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
             names = tuple(str(n) for n in z["class_names"])
+            formats = {str(f) for f in z["formats"]}
     except Exception as e:  # noqa: BLE001 - a broken cache (truncated zip, ...) is just decoded again
-        warnings.warn(f"ignoring unreadable cache {path} ({type(e).__name__}): decoding again", stacklevel=5)
+        warnings.warn(f"ignoring unreadable cache {_shown(path)} ({type(e).__name__}): decoding again", stacklevel=5)
         return None
     x_train, y_train, x_test, y_test = arrays
-    if (
-        names != tuple(class_names)
-        or x_train.shape != (counts["train"], *IMAGE_SHAPE)
-        or x_test.shape != (counts["test"], *IMAGE_SHAPE)
-        or x_train.dtype != np.uint8
-        or x_test.dtype != np.uint8
-    ):
+    for x, y, n in ((x_train, y_train, counts["train"]), (x_test, y_test, counts["test"])):
+        if (
+            x.shape != (n, *IMAGE_SHAPE)
+            or x.dtype != np.uint8
+            or y.shape != (n,)
+            or y.dtype != np.int32
+            or (n and not 0 <= y.min() <= y.max() < len(class_names))
+        ):
+            return None
+    if names != tuple(class_names) or not formats or not formats <= set(_FORMATS.values()):
         return None
-    return arrays
+    return arrays, formats
 
 
-def _write_cache(path, arrays, class_names):
-    """Writes the cache atomically: a reader sees the old file or the whole new one."""
+def _write_cache(path, prefix, arrays, class_names, formats):
+    """Writes the cache atomically: a reader sees the old file or the whole new one.
+
+    The temp file is removed on any exception, KeyboardInterrupt included, and
+    on SIGTERM (`_sigterm_raises`); only SIGKILL or a crash can leave one, and
+    the next write removes it once stale (`_remove_replaced`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cifar10-cache-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            x_train, y_train, x_test, y_test = arrays
-            # Uncompressed: loading 180 MB is then a plain read, compression would cost seconds.
-            np.savez(
-                f,
-                x_train=x_train,
-                y_train=y_train,
-                x_test=x_test,
-                y_test=y_test,
-                class_names=np.array(class_names),
-            )
-        # mkstemp makes the file private; a cache in a shared data folder should be readable by all.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
+    with _sigterm_raises():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(prefix), suffix=".tmp")
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            with os.fdopen(fd, "wb") as f:
+                x_train, y_train, x_test, y_test = arrays
+                # Uncompressed: loading 180 MB is then a plain read, compression would cost seconds.
+                np.savez(
+                    f,
+                    x_train=x_train,
+                    y_train=y_train,
+                    x_test=x_test,
+                    y_test=y_test,
+                    class_names=np.array(class_names),
+                    formats=np.array(sorted(formats)),
+                )
+            # mkstemp makes the file private; a cache in a shared data folder should be readable by all.
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While the cache is written, SIGTERM raises SystemExit(143) instead of ending the process
+    outright, so the temp file is removed. Only where Python may set handlers (the main thread)
+    and none is set: a program's own SIGTERM handler is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _decode_images(paths, resize, progress):
-    """Decodes image files into one (N, 32, 32, 3) uint8 array, in order."""
+    """Decodes image files into one (N, 32, 32, 3) uint8 array, in order, and the set of their formats."""
     try:
         from PIL import Image
     except ImportError as e:
@@ -253,31 +467,89 @@ def _decode_images(paths, resize, progress):
         except ImportError:
             bar = None
     out = np.empty((len(paths), *IMAGE_SHAPE), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        out[i] = _decode_one(Image, path, resize)
-        if bar is not None and ((i + 1) % _PROGRESS_EVERY == 0 or i + 1 == len(paths)):
-            bar.update(i + 1)
-    return out
+    formats = set()
+    with warnings.catch_warnings():
+        # Pillow warns above MAX_IMAGE_PIXELS and decodes anyway; here it is an error, raised in Image.open.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for i, path in enumerate(paths):
+            out[i], image_format = _decode_one(Image, path, resize)
+            formats.add(image_format)
+            if bar is not None and ((i + 1) % _PROGRESS_EVERY == 0 or i + 1 == len(paths)):
+                bar.update(i + 1)
+    return out, formats
 
 
 def _decode_one(Image, path, resize):
-    """One image as a (32, 32, 3) uint8 array; ``Image`` is PIL.Image, passed in to import it once."""
+    """One image as ((32, 32, 3) uint8, "png" or "jpeg"); ``Image`` is PIL.Image, passed in to import it once."""
+    shown = _shown(path)
     try:
-        with Image.open(path) as im:
-            if im.size != IMAGE_SHAPE[:2]:
-                if not resize:
-                    w, h = im.size
+        # O_NONBLOCK: should the file have become a FIFO since it was listed, opening it does not
+        # hang, and fstat refuses it below (O_NONBLOCK changes nothing for a regular file).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise DataError(f"cannot read {shown} ({e.strerror or e}): make it readable (chmod a+r) or remove it") from e
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{shown} became {_kind(mode)} while the folder was read: remove it from the image folder")
+        try:
+            with Image.open(f) as im:
+                image_format = _FORMATS.get(im.format)
+                if image_format is None:
+                    raise DataError(f"{shown} holds a {im.format} image, expected PNG or JPEG: convert it to PNG")
+                w, h = im.size
+                if w * h > _MAX_PIXELS:
                     raise DataError(
-                        f"{path} is {w}x{h}, expected 32x32: pass --resize to resize images to 32x32"
+                        f"{shown} is {w}x{h}, over the {_MAX_PIXELS:,}-pixel limit (a decompression bomb?): "
+                        f"shrink it or remove it"
                     )
-                im = im.convert("RGB").resize(IMAGE_SHAPE[:2], Image.Resampling.BILINEAR)
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im)
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError, ... on bad files
-        raise DataError(
-            f"{path} is not a readable image ({type(e).__name__}: {first_line(e)}): replace or remove it"
-        ) from e
+                if (w, h) != IMAGE_SHAPE[:2] and not resize:
+                    raise DataError(f"{shown} is {w}x{h}, expected 32x32: pass --resize to resize images to 32x32")
+                rgb = _rgb_array(im, shown)
+        except DataError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DataError(f"{shown} is too large to decode ({_shown(first_line(e))}): shrink it or remove it") from e
+        except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError, ... on bad files
+            raise DataError(
+                f"{shown} is not a readable image ({type(e).__name__}: {_shown(first_line(e))}): replace or remove it"
+            ) from e
+    if rgb.shape[:2] != IMAGE_SHAPE[:2]:
+        rgb = np.asarray(Image.fromarray(rgb).resize(IMAGE_SHAPE[:2], Image.Resampling.BILINEAR))
+    return rgb, image_format
 
+
+def _rgb_array(im, shown):
+    """A Pillow image of any mode as (H, W, 3) uint8 RGB; DataError naming a mode it cannot convert.
+
+    - 16-bit grey ("I;16", "I;16L", "I;16B", "I;16N"): the high byte
+      (``>> 8``, i.e. /257 rounded down), as Pillow itself reduces 16-bit RGB
+      PNGs, so 65535 is 255 and 32767 is 127 (Pillow's convert clips to 255: white).
+    - "I" (32-bit integers; what older Pillows open 16-bit grey PNGs as):
+      taken as 16-bit, clipped to 0..65535, then as above.
+    - "F" (float): Pillow's own F -> L rule, values on the 0..255 scale,
+      clipped and truncated.
+    - Alpha ("LA", "La", "PA", "RGBA", "RGBa", "P" with transparency): the
+      alpha channel is dropped and the (un-premultiplied) colour kept, as
+      Keras's ``load_img`` and torchvision do; "P" with transparency goes
+      through RGBA, which gives the same colours without Pillow's warning.
+    - "1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV": Pillow's conversion.
+    """
+    mode = im.mode
+    if mode == "I" or mode.startswith("I;16"):
+        try:
+            grey = np.asarray(im)
+        except Exception as e:  # noqa: BLE001 - a raw mode numpy cannot map
+            raise DataError(f"{shown} has image mode {mode}, which this loader cannot read: convert it to 8-bit RGB") from e
+        if mode == "I":
+            grey = np.clip(grey, 0, 65535)
+        grey = (grey.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if mode == "La" or (mode == "P" and "transparency" in im.info):
+        im = im.convert("LA" if mode == "La" else "RGBA")
+    if im.mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except ValueError as e:
+            raise DataError(f"{shown} has image mode {mode}, which Pillow cannot convert to RGB: convert it to 8-bit RGB") from e
+    return np.asarray(im)

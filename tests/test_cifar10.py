@@ -19,6 +19,8 @@ from pipelines import image_folders, pickle_batches, tfds_source
 from pipelines.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from tests.datasets import batch_dict, make_image_dir, make_pickle_dir, synthetic_arrays, write_batch
 
+pytestmark = pytest.mark.one_backend("jax")  # the same on either backend (tests/conftest.py)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -337,7 +339,7 @@ def test_changed_folder_invalidates_cache(tmp_path, monkeypatch):
 
     assert len(opened) == 31
     assert len(data.x_train) == 21 and (data.y_train == 5).sum() == 3
-    assert len(list(root.glob(".cifar10-cache-*.npz"))) == 2
+    assert len(list(root.glob(".cifar10-cache-*.npz"))) == 1  # the new cache replaced the old one
 
 
 def test_corrupt_cache_is_decoded_again(tmp_path):
