@@ -12,6 +12,8 @@ from davidnet.config import MODELS, SCHEDULES, Config
 from experiments.davidnet import build_parser, flag_table
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+
 
 def test_the_readme_flag_table_is_the_one_the_definitions_give():
     readme = (ROOT / "README.md").read_text()
@@ -34,7 +36,7 @@ def test_every_setting_has_one_flag_with_its_help_default_and_choices():
     "name, bad, message",
     [
         ("epochs", 0, "epochs must be > 0"),
-        ("lr", -0.1, "lr must be >= 0"),
+        ("lr", -0.1, "lr must be >= 1e-9"),
         ("momentum", 1.0, "momentum must be >= 0 and < 1"),
         ("target", 94, "target must be > 0 and <= 1"),
         ("lr", math.nan, "lr must be a finite number"),

@@ -38,24 +38,35 @@ a scale function for :class:`Cyclic`, and :func:`plot_schedules`
 (:mod:`~davidnet.schedules.plot`) draws several schedules into one PNG.
 """
 
-from davidnet.schedules.callback import Cyclic, LearningRateCallback, OneCycle, PiecewiseLinear, ScheduleCallback
-from davidnet.schedules.closed_form import ClosedFormSchedule, PiecewiseLinearSchedule
-from davidnet.schedules.cyclic import CyclicSchedule, OneCycleSchedule
-from davidnet.schedules.expressions import scale_fn_from_expression
-from davidnet.schedules.plot import plot_schedules
-from davidnet.schedules.table import TabulatedSchedule
+import importlib
 
-__all__ = [
-    "LearningRateCallback",
-    "TabulatedSchedule",
-    "PiecewiseLinear",
-    "Cyclic",
-    "OneCycle",
-    "scale_fn_from_expression",
-    "plot_schedules",
-    "ClosedFormSchedule",
-    "PiecewiseLinearSchedule",
-    "CyclicSchedule",
-    "OneCycleSchedule",
-    "ScheduleCallback",
-]
+# Name -> the submodule that defines it, imported on first use (PEP 562): the
+# formulas of `expressions` are NumPy only, so the command line checks a
+# --scale-fn before Keras loads.
+_WHERE = {
+    "LearningRateCallback": "callback",
+    "ScheduleCallback": "callback",
+    "PiecewiseLinear": "callback",
+    "Cyclic": "callback",
+    "OneCycle": "callback",
+    "ClosedFormSchedule": "closed_form",
+    "PiecewiseLinearSchedule": "closed_form",
+    "CyclicSchedule": "cyclic",
+    "OneCycleSchedule": "cyclic",
+    "scale_fn_from_expression": "expressions",
+    "plot_schedules": "plot",
+    "TabulatedSchedule": "table",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'davidnet.schedules' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"davidnet.schedules.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

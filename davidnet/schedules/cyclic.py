@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from davidnet.schedules.closed_form import ClosedFormSchedule
-from davidnet.schedules.expressions import scale_fn_from_expression
+from davidnet.schedules.expressions import _quoted, describe_scale_problem, scale_fn_from_expression, scale_problem
 from davidnet.schedules.table import TabulatedSchedule
 
 __all__ = ["CyclicSchedule", "OneCycleSchedule"]
@@ -139,6 +139,10 @@ class CyclicSchedule(ClosedFormSchedule):
         if self._scale_callable is not None:
             arg = cycle if self.scale_mode == "cycle" else it
             scale = _apply_elementwise(self._scale_callable, arg)
+            found = scale_problem(scale, np.broadcast_to(arg, np.shape(scale)))
+            if found:  # a rate of inf, nan or below 0 would poison the run (the table in the graph is every step's)
+                name = _quoted(self.scale_fn) if isinstance(self.scale_fn, str) else getattr(self.scale_fn, "__name__", "scale_fn")
+                raise ValueError(f"{self._name}: the scale function {name} fails: {describe_scale_problem(*found)}")
         elif self.mode == "triangular":
             scale = 1.0
         elif self.mode == "triangular2":
