@@ -10,8 +10,11 @@ Two tables ship with the package, in `davidnet/data/`:
 `place_runs` reads one or more results.json files of the same recipe (several
 seeds), and ranks their median seconds to 94% among those entries, but only
 when the comparison is fair: real CIFAR-10 (not the JPEG copy, not synthetic
-data), a target of 0.94, reached by every run. Otherwise it says why and the
-run stays out of the ranking.
+data, all 10,000 test images), a target of 0.94, reached by every run, and
+every run finished (not diverged, interrupted or still running). Otherwise it
+says why and the run stays out of the ranking. Every field it reads is checked
+first (`check_results`): a wrong type, a NaN, a negative time or a missing key
+is refused with one line naming the file and the field.
 
 Example:
 ```python
@@ -28,6 +31,8 @@ import dataclasses
 import importlib.resources
 import json
 import math
+import os
+import stat
 import statistics
 from pathlib import Path
 
@@ -86,6 +91,7 @@ class RunPlacement:
         seconds: the median of `times` when every run reached its target, else None.
         target: the runs' target accuracy (the first run's, if they differ).
         kind: "ranked", "jpeg" (the JPEG copy), "synthetic", "other_target",
+            "diverged", "unfinished" (interrupted or running), "other_test_set",
             "not_reached" or "mixed".
         reason: one line saying why it is not ranked ("" when ranked).
         paths: the results files.
@@ -104,7 +110,7 @@ class RunPlacement:
 
     @property
     def ranked(self):
-        return self.kind == "ranked"
+        return self.kind == "ranked" and _is_duration(self.seconds)
 
 
 # --- the published tables -------------------------------------------------------------
@@ -140,53 +146,211 @@ def record_entries():
 
 
 def leaderboard():
-    """Records and DAWNBench entries together, fastest first."""
-    return sorted([*record_entries(), *dawnbench_entries()], key=lambda e: e.seconds)
+    """Records and DAWNBench entries together, fastest first.
+
+    Raises:
+        ValueError: an entry whose seconds are not a number > 0 (a broken table).
+    """
+    return sorted(checked_entries([*record_entries(), *dawnbench_entries()]), key=lambda e: e.seconds)
 
 
 # --- reading runs -------------------------------------------------------------------
 
+# A results.json holds a run's history (one row per epoch) and its learning rates
+# (one per step): a few MB for the longest runs. More is not a run's results.
+MAX_RESULTS_BYTES = 50 * 2**20
+# A run's status (davidnet.training): only a finished run's time is a time to 94%.
+STATUSES = {
+    "completed": "",
+    "example": "",  # --smoke's made-up run
+    "diverged": "the run diverged",
+    "interrupted": "the run was interrupted before its last epoch",
+    "running": "the run had not finished: status running, still going or killed",
+}
+# data.image_format as the pipelines write it (pipelines.targets).
+IMAGE_FORMATS = ("pickle", "png", "jpeg", "tfds", "synthetic")
+CIFAR10_TEST_IMAGES = 10_000
+_EXPECTED_FILE = "expected a results.json written by experiments.davidnet"
 
-def read_results(path):
-    """Reads a run's results.json and checks it has what placing needs.
+
+def read_json_file(path, max_bytes=MAX_RESULTS_BYTES):
+    """The JSON value in `path`: a regular file of at most `max_bytes` of UTF-8.
+
+    Raises:
+        ResultsError: one line naming the file: missing, a directory, unreadable,
+            too large, not UTF-8, not JSON, or nested too deeply to parse.
+    """
+    path = Path(path)
+    name = path_text(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ResultsError(f"{name} does not exist: pass the results.json of a run (RUN_DIR/results.json)") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise ResultsError(f"cannot read {name}: {getattr(e, 'strerror', None) or e}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ResultsError(f"{name} is a directory: pass the results.json inside it ({name}/results.json)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ResultsError(f"{name} is not a regular file (a pipe or device?): pass a run's results.json")
+    too_large = f"{name} is larger than {max_bytes / 2**20:g} MB: not a run's results.json"
+    if info.st_size > max_bytes:
+        raise ResultsError(too_large)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)  # bounded, whatever st_size said
+    except OSError as e:
+        raise ResultsError(f"cannot read {name}: {e.strerror or e}") from None
+    if len(raw) > max_bytes:
+        raise ResultsError(too_large)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{name} is not UTF-8 text (bad byte at offset {e.start}): {_EXPECTED_FILE}") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ResultsError(f"{name} is JSON nested too deeply to read: {_EXPECTED_FILE}") from None
+    except ValueError as e:  # also an integer of more than 4300 digits
+        why = str(e).splitlines()[0]
+        why = why if len(why) <= 80 else why[:77] + "..."
+        raise ResultsError(f"{name} is not valid JSON ({why}): {_EXPECTED_FILE}") from None
+
+
+def read_results(path, timing="train"):
+    """Reads a run's results.json and checks every field placing reads (see `check_results`).
 
     Raises:
         ResultsError: missing, unreadable, not JSON, or not a run's results.
     """
-    path = Path(path)
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultsError(f"{path} does not exist: pass the results.json of a run (RUN_DIR/results.json)") from None
-    except OSError as e:
-        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError as e:
-        raise ResultsError(f"{path} is not valid JSON ({str(e).splitlines()[0]}): expected a run's results.json") from None
-    expected = "expected a results.json written by experiments.davidnet"
-    if not isinstance(results, dict):
-        raise ResultsError(f"{path}: {expected}, got a JSON {type(results).__name__}")
-    missing = [k for k in ("target", "seconds_to_target", "data") if k not in results]
-    if missing:
-        raise ResultsError(f"{path}: {expected}; it has no {', '.join(missing)}")
-    if not _is_number(results["target"]):
-        raise ResultsError(f"{path}: target should be a number, got {results['target']!r}")
-    data = results["data"]
-    if not isinstance(data, dict) or not isinstance(data.get("image_format"), str):
-        raise ResultsError(f"{path}: data.image_format should be a string (pickle, png, jpeg, tfds, synthetic), got {data!r}")
-    for key in ("seconds_to_target", "wall_to_target_s", "compile_s"):
-        if results.get(key) is not None and not _is_number(results[key]):
-            raise ResultsError(f"{path}: {key} should be a number or null, got {results[key]!r}")
+    results = read_json_file(path)
+    check_results(results, path, timing)
     return results
 
 
+def check_results(results, path, timing="train"):
+    """Checks the fields of a results dict that placing reads: their types,
+    that numbers are finite and in range, and that they agree with each other.
+
+    Raises:
+        ResultsError: one line naming `path`, the field and what was expected.
+    """
+    name = path_text(Path(path))
+    if not isinstance(results, dict):
+        raise ResultsError(f"{name}: {_EXPECTED_FILE}, got a JSON {_json_type(results)} at the top level")
+    missing = [k for k in ("target", "seconds_to_target", "data") if k not in results]
+    if missing:
+        raise ResultsError(f"{name}: {_EXPECTED_FILE}; it has no {', '.join(missing)}")
+
+    def bad(field, expected, value):
+        raise ResultsError(f"{name}: {field} should be {expected}, got {_shown_value(value)}")
+
+    def number(field, value, low, high=math.inf, low_open=False, optional=True):
+        if value is None and optional:
+            return
+        if not _is_number(value) or value < low or (low_open and value == low) or value > high:
+            low_text = f"> {low:g}" if low_open else f">= {low:g}"
+            expected = f"a number {low_text}" + (f" and <= {high:g}" if high < math.inf else "")
+            bad(field, expected + (" or null" if optional else ""), value)
+
+    def whole(field, value, low):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            bad(field, f"a whole number >= {low} or null", value)
+
+    def text(field, value):
+        if value is not None and not _is_line(value):
+            bad(field, "one line of text (at most 200 characters) or null", value)
+
+    number("target", results["target"], 0, 1, low_open=True, optional=False)
+    if "status" not in results:
+        raise ResultsError(f"{name}: {_EXPECTED_FILE}; it has no status (one of {', '.join(STATUSES)})")
+    status = results["status"]
+    if not isinstance(status, str) or status not in STATUSES:
+        bad("status", f"one of {', '.join(STATUSES)}", status)
+    data = results["data"]
+    if not isinstance(data, dict):
+        bad("data", "an object with image_format (" + ", ".join(IMAGE_FORMATS) + ")", data)
+    if data.get("image_format") not in IMAGE_FORMATS:
+        bad("data.image_format", "one of " + ", ".join(IMAGE_FORMATS), data.get("image_format"))
+    if not any(data.get("jpeg_copy") is v for v in (None, True, False)):
+        bad("data.jpeg_copy", "true, false or null", data.get("jpeg_copy"))
+    whole("data.test_images", data.get("test_images"), 1)
+    whole("data.train_images", data.get("train_images"), 1)
+    # Durations: a time to the target is > 0 (no run reaches it before training);
+    # compilation may take no time (a warm cache).
+    number("seconds_to_target", results["seconds_to_target"], 0, low_open=True)
+    number("wall_to_target_s", results.get("wall_to_target_s"), 0, low_open=True)
+    number("compile_s", results.get("compile_s"), 0)
+    number("final_accuracy", results.get("final_accuracy"), 0, 1)
+    whole("target_epoch", results.get("target_epoch"), 1)
+    whole("epochs_completed", results.get("epochs_completed"), 0)
+    whole("device_count", results.get("device_count"), 1)
+    whole("devices", results.get("devices"), 1)
+    for field in ("device", "platform", "backend"):
+        text(field, results.get(field))
+    versions = results.get("versions")
+    if versions is not None and not isinstance(versions, dict):
+        bad("versions", "an object of version strings or null", versions)
+    for key in ("keras", results.get("backend")):
+        if key is not None:
+            text(f"versions.{key}", (versions or {}).get(key))
+
+    # A time to rank needs the epoch that reached the target (a null seconds_to_target
+    # is "not reached", whatever else the file says: nothing is ranked).
+    seconds, epoch = results["seconds_to_target"], results.get("target_epoch")
+    if seconds is not None and "target_epoch" in results and epoch is None:
+        raise ResultsError(f"{name}: seconds_to_target is {_shown_value(seconds)} but target_epoch is null "
+                           "(not reached): the file contradicts itself")
+    wall = results.get("wall_to_target_s")
+    if seconds is not None and timing == "wall" and wall is None:
+        bad("wall_to_target_s", "a number > 0 when the target was reached (--timing wall compares it)", wall)
+    completed = results.get("epochs_completed")
+    if epoch is not None and completed is not None and epoch > completed:
+        raise ResultsError(f"{name}: target_epoch ({epoch}) is after epochs_completed ({completed})")
+
+
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _is_line(value):
+    return isinstance(value, str) and len(value) <= 200 and value.isprintable()
+
+
+def _json_type(value):
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _shown_value(value):
+    """A JSON value in a message: its repr, cut short, on one line."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {_json_type(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return {math.inf: "Infinity", -math.inf: "-Infinity"}.get(value, "NaN")
+    if value is None:
+        return "null"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return "an integer of %d digits" % len(str(abs(value)))
+    shown = ascii(value) if isinstance(value, str) else json.dumps(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def path_text(path):
+    """A path in a message: as given, or escaped when it would break the line."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
 
 
 def run_hardware(results):
-    """'1x NVIDIA H200 (gpu)' from a results dict's device fields."""
+    """'1x NVIDIA H200 (gpu)' from a results dict's device fields: the devices
+    the run used ("devices") where it says, else all it saw ("device_count")."""
     device = results.get("device") or "unknown device"
-    count = results.get("device_count") or 1
+    count = results.get("devices") or results.get("device_count") or 1
     platform = results.get("platform")
     return f"{count}x {device}" + (f" ({platform})" if platform else "")
 
@@ -204,8 +368,6 @@ def run_seconds(results, timing="train"):
     """The run's seconds to its target under `timing` (see TIMINGS), or None if not reached."""
     if timing not in TIMINGS:
         raise ValueError(f"timing must be one of {', '.join(TIMINGS)}. Got: {timing!r}")
-    if results.get("target_epoch") is None and "target_epoch" in results:
-        return None
     train = results.get("seconds_to_target")
     if train is None:
         return None
@@ -217,7 +379,10 @@ def run_seconds(results, timing="train"):
 
 
 def verdict(results, timing="train"):
-    """(kind, reason) for one run: may it be ranked as a CIFAR-10 result, and if not, why."""
+    """(kind, reason) for one run: may it be ranked as a CIFAR-10 result, and if not, why.
+
+    Only a finished run is ranked: a diverged, interrupted or still running one
+    is shown apart with its status, even when it had reached the target."""
     data = results["data"]
     image_format = data.get("image_format")
     target = results["target"]
@@ -231,6 +396,13 @@ def verdict(results, timing="train"):
         return "jpeg", f"{JPEG_CAVEAT}; its target was {target:g} ({reached}), read 0.91 as the 94% bar on this copy"
     if not math.isclose(target, DAWNBENCH_TARGET):
         return "other_target", f"its target was {target:g}, not 0.94 ({reached}): not ranked"
+    unfinished = STATUSES.get(results.get("status"), "")
+    if unfinished:
+        kind = "diverged" if results["status"] == "diverged" else "unfinished"
+        return kind, f"{unfinished} ({reached}): not ranked, only a finished run is"
+    test_images = data.get("test_images")
+    if image_format != "synthetic" and test_images is not None and test_images != CIFAR10_TEST_IMAGES:
+        return "other_test_set", f"its accuracy is on {test_images:,} test images, not CIFAR-10's {CIFAR10_TEST_IMAGES:,} ({reached}): not ranked"
     if seconds is None:
         final = results.get("final_accuracy")
         final = f"final test accuracy {final:.4f}" if _is_number(final) else "no final accuracy"
@@ -250,7 +422,13 @@ def place_runs(paths, label="this run", timing="train"):
     paths = [Path(p) for p in paths]
     if not paths:
         raise ResultsError("no results.json given: pass one or more RUN_DIR/results.json")
-    all_results = [read_results(p) for p in paths]
+    all_results = [read_results(p, timing) for p in paths]
+    seen = set()
+    for path in paths:  # the same run twice would count as two seeds
+        key = os.path.realpath(path)
+        if key in seen:
+            raise ResultsError(f"{path_text(path)} is given twice: pass each run's results.json once")
+        seen.add(key)
     verdicts = [verdict(r, timing) for r in all_results]
     times = [run_seconds(r, timing) for r in all_results]
     kinds = {kind for kind, _ in verdicts}
@@ -297,8 +475,28 @@ def _without_times(reason):
 
 
 def rank_of(seconds, entries):
-    """1 + how many entries are strictly faster than `seconds`."""
-    return 1 + sum(e.seconds < seconds for e in entries)
+    """1 + how many entries are strictly faster than `seconds`.
+
+    Raises:
+        ValueError: `seconds` or an entry's is not a number > 0 (a NaN or None
+            compares false with everything, and would rank first).
+    """
+    if not _is_duration(seconds):
+        raise ValueError(f"a time to rank should be a number > 0, got {seconds!r}")
+    return 1 + sum(e.seconds < seconds for e in checked_entries(entries))
+
+
+def checked_entries(entries):
+    """`entries` as a list, each checked to have seconds > 0 (finite), else ValueError."""
+    entries = list(entries)
+    for e in entries:
+        if not _is_duration(e.seconds):
+            raise ValueError(f"leaderboard entry {e.entry!r} ({e.board}): seconds_to_94 should be a number > 0, got {e.seconds!r}")
+    return entries
+
+
+def _is_duration(value):
+    return _is_number(value) and value > 0
 
 
 def seconds_text(seconds):
@@ -321,7 +519,7 @@ def run_name(run):
 def table_rows(entries, run=None):
     """Rows (dicts with CSV_COLUMNS) of `entries` fastest first, with `run`
     inserted at its rank when it may be ranked, or appended, unranked, when not."""
-    entries = sorted(entries, key=lambda e: e.seconds)
+    entries = sorted(checked_entries(entries), key=lambda e: e.seconds)
     rows = [
         {
             "entry": e.entry,
@@ -369,9 +567,19 @@ def plot_leaderboard(rows, run, path, title=None, timing="train"):
     """Horizontal bars on a log time axis, fastest at the top, each labelled
     with its hardware; the run highlighted, or shown below the ranking when
     it may not be ranked."""
-    from davidnet.results import pyplot, save_figure
+    from davidnet.results import pyplot
 
     plt = pyplot()
+    # Labels, hardware and reasons come from results files and flags: a "$" in
+    # them is a dollar, never the start of mathtext (which can fail to parse).
+    with plt.rc_context({"text.parse_math": False}):
+        _draw_leaderboard(plt, rows, run, path, title, timing)
+
+
+def _draw_leaderboard(plt, rows, run, path, title, timing):
+    """Draws and saves `plot_leaderboard`'s figure."""
+    from davidnet.results import save_figure
+
     ranked = [r for r in rows if r["rank"] is not None]
     unranked = [r for r in rows if r["rank"] is None]
     shown_unranked = [r for r in unranked if run is not None and any(t is not None for t in run.times)]

@@ -7,9 +7,12 @@
 Prints the leaderboard with the run inserted at its rank, and writes
 dawnbench_comparison.csv and dawnbench.png (log time axis) into --results-dir
 (default: the first run's folder; runs/dawnbench-smoke for --smoke). Only a
-fair comparison is ranked: real CIFAR-10, target 0.94, reached by every run. A
-run on the JPEG copy (where 91% is the DavidNet-equivalent of 94%) or on
-synthetic data is shown apart, with the reason, and never ranked.
+fair comparison is ranked: real CIFAR-10, target 0.94, reached by every run,
+every run finished. A run on the JPEG copy (where 91% is the DavidNet-equivalent
+of 94%), on synthetic data, or that diverged, was interrupted or is still
+running is shown apart, with the reason, and never ranked. A results.json that
+is not a run's (a wrong type, NaN, a negative time, ...) is refused with one
+line naming the file and the field (exit code 2).
 """
 
 import dataclasses
@@ -30,6 +33,15 @@ class Settings:
     timing: str = "train"  # which time is compared: train, wall or train+compile (see leaderboard.TIMINGS)
     title: str = ""  # the plot's title ("" for the default)
     plot: bool = True  # draw dawnbench.png
+
+    def __post_init__(self):
+        if self.timing not in leaderboard.TIMINGS:
+            raise ValueError(f"timing must be one of {', '.join(leaderboard.TIMINGS)}, got {self.timing!r}")
+        # Both are printed in the table and drawn: one line each, not a page.
+        for name, value, least in (("label", self.label, 1), ("title", self.title, 0)):
+            if not (least <= len(value) <= 200 and value.isprintable()):
+                raise ValueError(f"--{name} should be one line of at most 200 printable characters"
+                                 f"{' (not empty)' if least else ''}, got {ascii(value)[:60]}")
 
 
 HELP = {
@@ -75,8 +87,6 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args, settings = resolve_settings(parser, argv, Settings)
-    if settings.timing not in leaderboard.TIMINGS:
-        parser.error(f"timing must be one of {', '.join(leaderboard.TIMINGS)}, got {settings.timing!r}")
     paths = list(args.results)
     results_dir = args.results_dir
     try:
@@ -90,11 +100,11 @@ def main(argv=None):
                 settings.label = "example run (made up, not measured)"
         run = leaderboard.place_runs(paths, settings.label, settings.timing)
         results_dir = check_writable(results_dir or Path(paths[0]).parent)
-    except (leaderboard.ResultsError, OSError) as e:
+        entries = leaderboard.leaderboard()  # the shipped tables, checked: nothing unranked ranks first
+    except (ValueError, OSError) as e:  # leaderboard.ResultsError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    entries = leaderboard.leaderboard()
     rows = leaderboard.table_rows(entries, run)
     write_table(rows, leaderboard.CSV_COLUMNS, results_dir / "dawnbench_comparison.csv")
     print(format_table(leaderboard.printable([r for r in rows if r["rank"] is not None]), leaderboard.TABLE_COLUMNS))
@@ -105,7 +115,7 @@ def main(argv=None):
     if settings.plot:
         leaderboard.plot_leaderboard(rows, run, results_dir / "dawnbench.png", settings.title or None, settings.timing)
         written.append(results_dir / "dawnbench.png")
-    print("written: " + ", ".join(map(str, written)))
+    print("written: " + ", ".join(map(leaderboard.path_text, written)))
     return 0
 
 
