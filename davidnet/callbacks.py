@@ -5,6 +5,7 @@ import threading
 
 import keras
 
+from davidnet import interrupts
 from davidnet.checkpoint import save_checkpoint
 from davidnet.results import collect_results, write_results
 from pipelines import keras_private
@@ -25,6 +26,7 @@ class EpochReport(keras.callbacks.Callback):
         self.checkpoint = checkpoint
         self.verbose = verbose
         self.diverged = None
+        self.checkpointed = 0  # the last epoch whose checkpoint is on disk
 
     def on_epoch_end(self, epoch, logs=None):
         record = self.timer.epochs[-1]
@@ -44,9 +46,11 @@ class EpochReport(keras.callbacks.Callback):
                 flush=True,
             )
         results = collect_results(self.run_info, self.timer, self.lr_callback, "running", self.diverged)
-        if self.checkpoint and not self.diverged:
-            save_checkpoint(self.model, self.results_dir, epoch + 1, results)
-        write_results(self.results_dir, results, plots=False)
+        with interrupts.deferred():  # Ctrl-C and SIGTERM wait until the files are whole
+            if self.checkpoint and not self.diverged:
+                save_checkpoint(self.model, self.results_dir, epoch + 1, results)
+                self.checkpointed = epoch + 1
+            write_results(self.results_dir, results, plots=False)
 
 
 

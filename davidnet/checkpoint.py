@@ -3,52 +3,46 @@
 Keras's `BackupAndRestore` does the same job but writes its weights and its
 epoch counter in place, one after the other: a SIGKILL in between leaves a
 corrupt file or weights one epoch ahead of the counter. Here each epoch's
-weights (with the optimizer's state, which `save_weights` includes) go to a new
-file, and then one small state file, renamed into place, names that file
-together with the epoch and the run's results so far. Whatever instant a run is
-killed at, the state file describes a complete checkpoint.
+weights (with the optimizer's state) are serialized in memory and written to
+a new file through a temporary name and a rename; then one small state file,
+renamed into place the same way, names that file together with the epoch and
+the run's results so far. Whatever instant a run is killed at, the state file
+describes a complete checkpoint; a full disk is one OSError, and the previous
+checkpoint stays whole.
 
     results_dir/checkpoint/state.json              {"epoch", "weights", "results"}
     results_dir/checkpoint/epoch-0007.weights.h5   model and optimizer variables
+
+Reading a checkpoint back (and checking it) is `davidnet.run_folder.read_state`.
 """
 
-import json
-import os
-import shutil
+import re
 from pathlib import Path
 
-from davidnet.results import write_json_atomic
+from davidnet.results import write_bytes_atomic, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoint"
+# Its own names, and the temporary files of a write that a kill interrupted.
+_OURS = re.compile(r"\.?(state\.json|epoch-\d{4,}\.weights\.h5)(\.\w+\.tmp)?")
 
 
 def save_checkpoint(model, results_dir, epoch, results):
     """Saves the model and optimizer after `epoch` (1-based) with `results`."""
+    from pipelines import keras_private
+
     folder = Path(results_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"epoch-{epoch:04d}.weights.h5"
-    partial = folder / f".partial-epoch-{epoch:04d}.weights.h5"  # Keras wants the suffix
-    model.save_weights(partial, overwrite=True)
-    os.replace(partial, weights)
+    write_bytes_atomic(weights, keras_private.weights_bytes(model))
     write_json_atomic(folder / "state.json", {"epoch": epoch, "weights": weights.name, "results": results})
     for old in folder.glob("epoch-*.weights.h5"):
-        if old != weights:
-            old.unlink()
+        if old != weights and _OURS.fullmatch(old.name):
+            old.unlink(missing_ok=True)
 
 
-def load_checkpoint(results_dir):
-    """The last complete checkpoint's state dict, or None if there is none."""
-    folder = Path(results_dir) / CHECKPOINT_DIR
+def checkpoint_files(folder):
+    """The files in a checkpoint folder that a run wrote (its own names only)."""
     try:
-        state = json.loads((folder / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not (folder / state.get("weights", "")).is_file():
-        return None
-    state["weights_path"] = str(folder / state["weights"])
-    return state
-
-
-def remove_checkpoint(results_dir):
-    """Deletes the checkpoint of a finished run (model.keras holds the result)."""
-    shutil.rmtree(Path(results_dir) / CHECKPOINT_DIR, ignore_errors=True)
+        return [path for path in Path(folder).iterdir() if _OURS.fullmatch(path.name)]
+    except OSError:
+        return []

@@ -11,20 +11,43 @@ import tempfile
 from pathlib import Path
 
 
-def write_text_atomic(path, text):
-    """Writes `text` to `path` through a temporary file and a rename."""
+class WriteError(OSError):
+    """A file of the run could not be written; str(e) is one line naming it."""
+
+    def __str__(self):
+        return self.strerror
+
+
+def write_bytes_atomic(path, data):
+    """Writes `data` (bytes) to `path` through a temporary file and a rename.
+
+    Raises OSError with one line naming the file (a full disk, a folder gone);
+    the previous file at `path`, if any, is then untouched."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(e.errno, f"could not write {path}: {e.strerror or e}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path, text):
+    """Writes `text` to `path` through a temporary file and a rename."""
+    write_bytes_atomic(path, text.encode())
 
 
 def _umask():
@@ -145,21 +168,20 @@ def save_figure(fig, path, compact=False):
         compact: store it as a 256-colour palette PNG. Plots of flat colours
             and text lose nothing visible and shrink about 3x (the pictures in docs/).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if compact:
-        import io
+    import io
 
+    buffer = io.BytesIO()
+    if compact:
         from PIL import Image
 
-        buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
         buffer.seek(0)
         with Image.open(buffer) as image:
-            image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, optimize=True)
+            buffer = io.BytesIO()
+            image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buffer, format="png", optimize=True)
     else:
-        fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+        fig.savefig(buffer, format="png", dpi=100)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_history(history, path, title=None, target=None):

@@ -20,6 +20,7 @@ import time
 import typing
 from pathlib import Path
 
+from davidnet.checkpoint import CHECKPOINT_DIR
 from davidnet.config_files import ConfigError, load_config
 from davidnet.results import check_writable, write_json_atomic, write_text_atomic
 
@@ -363,7 +364,8 @@ def run_study(runs, data, study_dir, train_fn=train_in_fresh_session):
         runs: list of (name, Config); names are folder names.
         data: a `Cifar10`.
         study_dir: the study's folder; run i goes to study_dir/runs/<name>.
-        train_fn: the training function (default: `train` in a fresh Keras session).
+        train_fn: the training function (default: `train` in a fresh Keras
+            session), called as `train`: (config, data, run_dir, resume=, overwrite=).
 
     Returns:
         The results dicts, in the order of `runs`, each with its "name".
@@ -386,7 +388,9 @@ def run_study(runs, data, study_dir, train_fn=train_in_fresh_session):
             eta = f", ETA {_duration(spent / trained * remaining)}" if trained else ""
             print(f"{prefix}: training{eta}", flush=True)
             start = time.perf_counter()
-            results = train_fn(config, data, run_dir)
+            # An interrupted run goes on from its checkpoint; an unfinished one without any starts again.
+            resumable = (run_dir / CHECKPOINT_DIR / "state.json").exists()
+            results = train_fn(config, data, run_dir, resume=resumable, overwrite=not resumable)
             if results["status"] == "interrupted":
                 print(f"{prefix}: interrupted; run the same command again to continue the study", flush=True)
                 raise KeyboardInterrupt

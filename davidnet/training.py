@@ -8,18 +8,19 @@ end (`davidnet.results`).
 """
 
 import dataclasses
+from pathlib import Path
 
 import keras
 import numpy as np
 
-from davidnet import hardware, scan
+from davidnet import hardware, interrupts, run_folder, scan
 from davidnet.builders import assemble_run, set_precision
 from davidnet.callbacks import EpochReport, ProgressBar
-from davidnet.checkpoint import load_checkpoint, remove_checkpoint
-from davidnet.config import Config  # noqa: F401  (train's argument; imported from here by older code)
+from davidnet.config import Config
 from davidnet.distribute import data_parallel
 from davidnet.precompile import feed_example, precompile
-from davidnet.results import check_writable, collect_results, write_results
+from davidnet.results import WriteError, collect_results, write_bytes_atomic, write_results
+from davidnet.run_folder import ResumeError, RunFolderError  # noqa: F401  (raised by train; imported from here)
 from davidnet.timing import TimeToAccuracy
 from davidnet.tta import tta_model
 from pipelines import keras_private
@@ -29,11 +30,7 @@ from pipelines.feeds import DeviceFeed
 EVAL_BATCH = 1000  # test images per evaluation step
 
 
-class ResumeError(ValueError):
-    """Nothing to resume, or a run that cannot be resumed; one line."""
-
-
-def train(config, data, results_dir, host_augment=None, resume=False, callbacks=()):
+def train(config, data, results_dir, host_augment=None, resume=False, callbacks=(), overwrite=False):
     """Trains per `config` on `data` and writes `results_dir`.
 
     Args:
@@ -44,32 +41,65 @@ def train(config, data, results_dir, host_augment=None, resume=False, callbacks=
             to each training batch on the host in the tf.data feed (an imgaug
             `Sequential`, an albumentations pipeline over a batch, NumPy code).
         resume: continue the run in `results_dir` from its last checkpoint
-            (model, optimizer, schedule position, history and timings).
+            (model, optimizer, schedule position, history and timings). The
+            run must be the same: `config` equal to its saved settings (but
+            for `run_folder.MAY_CHANGE_ON_RESUME`), the same backend and data.
         callbacks: more Keras callbacks for `fit` (e.g. `keras.callbacks.TensorBoard`).
+        overwrite: replace the run that `results_dir` holds, if any (without
+            it, such a folder is refused).
+
+    The run holds `results_dir` (`davidnet.run_folder.holding`) while it
+    lives; SIGTERM stops it as Ctrl-C does (`davidnet.interrupts`).
 
     Returns:
         The results dict (also in results.json). Its status is "completed",
-        "diverged", or "interrupted" (Ctrl-C; the checkpoint stays for --resume).
+        "diverged", or "interrupted" (Ctrl-C or SIGTERM; the checkpoint of the
+        last finished epoch stays for --resume; "signal" says which).
 
     Raises:
         MemoryError: the data or a batch does not fit the accelerator (the
             message names the sizes; results so far are written first).
+        RunFolderError: `results_dir` is in use, or holds another run.
+        ResumeError: nothing to resume, a damaged checkpoint, or other
+            settings, backend or data than the run being resumed.
+        WriteError: a file of the run could not be written (a full disk);
+            the files written before it are whole.
+        KeyboardInterrupt: stopped before training began (nothing written).
         ValueError: among others, more `config.devices` than exist, or a batch
             size that does not split across them.
     """
-    # Model, optimizer, feed and fit all inside the distribution (devices "1": none).
-    with data_parallel(config.devices, config.batch_size) as devices:
-        return _train(config, data, results_dir, host_augment, resume, callbacks, devices)
+    with run_folder.holding(results_dir) as folder, interrupts.stoppable():
+        state = _resumed_state(config, data, folder) if resume else None
+        if not resume:
+            run_folder.check_fresh(folder, overwrite, held=True)
+            run_folder.clear_run(folder)
+        # Model, optimizer, feed and fit all inside the distribution (devices "1": none).
+        with data_parallel(config.devices, config.batch_size) as devices:
+            return _train(config, data, folder, host_augment, state, callbacks, devices)
 
 
-def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
-    results_dir = check_writable(results_dir)  # before any training, not after it
-    state = load_checkpoint(results_dir) if resume else None
-    if resume and state is None:
+def _resumed_state(config, data, folder):
+    """The checkpoint to resume from, after checking that this is the same run."""
+    state = run_folder.read_state(folder)
+    changed = run_folder.changed_settings(run_folder.saved_config(state, Config), config)
+    if changed:
+        raise ResumeError(f"cannot resume {folder} with other settings: {'; '.join(changed)}")
+    previous = state["results"]
+    if previous.get("backend") not in (None, keras.backend.backend()):
         raise ResumeError(
-            f"nothing to resume in {results_dir}: no checkpoint there (runs save one after "
-            "each epoch unless --no-checkpoint); start the run without --resume"
+            f"{folder} was trained on the {previous['backend']} backend, this is {keras.backend.backend()}: "
+            f"resume with KERAS_BACKEND={previous['backend']}"
         )
+    saved = previous.get("data") or {}
+    where = saved.get("location")
+    if where and data.location and where != data.location:
+        raise ResumeError(f"{folder} was trained on the data in {where}, not {data.location}: resume with --data-dir {where}")
+    if saved.get("image_format") not in (None, data.image_format):
+        raise ResumeError(f"{folder} was trained on {saved['image_format']} data, this is {data.image_format}: resume on the run's own data")
+    return state
+
+
+def _train(config, data, results_dir, host_augment, state, callbacks, devices):
     keras.utils.set_random_seed(config.seed)
     precision = set_precision(config.precision)
     print(hardware.device_line(precision, devices))
@@ -90,6 +120,7 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
         "devices": devices,  # used for data parallelism (device_count: all there are)
         "data": {
             "source": data.source,
+            "location": data.location,
             "image_format": data.image_format,
             "train_images": len(x_train),
             "test_images": len(data.x_test),
@@ -103,9 +134,10 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
     }
     initial_epoch = 0
     if state is not None:
-        initial_epoch = _restore(model, state, timer, lr_callback, run_info)
+        initial_epoch = _restore(model, state, timer, lr_callback, run_info, results_dir)
         print(f"resuming {results_dir} after epoch {initial_epoch} of {config.epochs}")
     report = EpochReport(timer, lr_callback, run_info, results_dir, config.epochs, config.checkpoint)
+    report.checkpointed = initial_epoch
     y_test = np.eye(num_classes, dtype="float32")[data.y_test]
     if loop == "scan":
         scan.install(model, feed)
@@ -138,34 +170,61 @@ def _train(config, data, results_dir, host_augment, resume, callbacks, devices):
             callbacks=[lr_callback, timer, *progress, report, *callbacks],
             verbose=config.verbose,
         )
-    except KeyboardInterrupt:
-        status = "interrupted"
-        print(f"\ninterrupted after epoch {len(timer.epochs)}; continue with --resume --results-dir {results_dir}")
-    except Exception as e:
-        if not hardware.is_out_of_memory(e):
-            raise
-        per_step = config.batch_size * config.copies
-        results = collect_results(run_info, timer, lr_callback, "out_of_memory", report.diverged)
-        write_results(results_dir, {**results, "error": str(e).splitlines()[0][:500]})
-        raise MemoryError(
-            f"out of memory on the accelerator at batch size {config.batch_size}"
-            + (f" x {config.copies} copies = {per_step} images per step" if config.copies > 1 else "")
-            + ": lower --batch-size (results so far are in the results folder)"
+    except WriteError as e:
+        done = len(timer.epochs) - 1  # the epoch whose files failed was not saved
+        raise WriteError(
+            e.errno, f"{e}; the results up to epoch {done} are whole in {results_dir}: "
+            f"free some space, then continue with --resume --results-dir {results_dir}"
         ) from None
-    if status is None:
-        # Lookahead ends fit by loading its slow weights, after fit's last evaluation.
-        if timer.epochs and ("val_accuracy" not in timer.epochs[-1] or config.lookahead):
-            _evaluate_last_epoch(model, timer, data.x_test, y_test)
-        status = "diverged" if report.diverged else "completed"
-    results = collect_results(run_info, timer, lr_callback, status, report.diverged)
-    if tta is not None and status == "completed":
-        results.update(evaluate_with_tta(tta, config.tta, data.x_test, data.y_test, timer.clock))
-    write_results(results_dir, results)
-    if status == "completed" and config.save_model:
-        model.save(results_dir / "model.keras")
-    if status != "interrupted":
-        remove_checkpoint(results_dir)  # finished: model.keras and results.json hold it
+    except BaseException as e:
+        if interrupts.received() or isinstance(e, KeyboardInterrupt):
+            # A signal that landed in a C extension can surface as another
+            # exception (SystemError): the run was still told to stop.
+            status = "interrupted"
+            if report.checkpointed:
+                print(f"\ninterrupted after epoch {report.checkpointed}; continue with --resume --results-dir {results_dir}")
+            else:
+                print("\ninterrupted before the first epoch ended: nothing to resume; run the same command again")
+        elif isinstance(e, Exception) and hardware.is_out_of_memory(e):
+            _out_of_memory(e, config, run_info, timer, lr_callback, report, results_dir)
+        else:
+            raise
+    # From here the run finishes whatever signal comes: its last seconds are writes.
+    with interrupts.deferred(raise_after=False):
+        if status is None:
+            # Lookahead ends fit by loading its slow weights, after fit's last evaluation.
+            if timer.epochs and ("val_accuracy" not in timer.epochs[-1] or config.lookahead):
+                _evaluate_last_epoch(model, timer, data.x_test, y_test)
+            status = "diverged" if report.diverged else "completed"
+        results = collect_results(run_info, timer, lr_callback, status, report.diverged)
+        if status == "interrupted":
+            results["signal"] = interrupts.received() or "SIGINT"
+        if tta is not None and status == "completed":
+            results.update(evaluate_with_tta(tta, config.tta, data.x_test, data.y_test, timer.clock))
+        try:
+            # The model before the results: if it cannot be written, results.json
+            # still says "running" beside a whole checkpoint, and --resume finishes.
+            if status == "completed" and config.save_model:
+                write_bytes_atomic(results_dir / "model.keras", keras_private.model_bytes(model))
+            write_results(results_dir, results)
+        except WriteError as e:
+            resumable = run_folder.describe_run(results_dir) or ""
+            advice = "free some space, then finish it with --resume" if "resumable" in resumable else "free some space and run it again"
+            raise WriteError(e.errno, f"{e}; {advice} --results-dir {results_dir}") from None
+        if status != "interrupted":
+            run_folder.remove_checkpoint(results_dir)  # finished: model.keras and results.json hold it
     return results
+
+
+def _out_of_memory(error, config, run_info, timer, lr_callback, report, results_dir):
+    per_step = config.batch_size * config.copies
+    results = collect_results(run_info, timer, lr_callback, "out_of_memory", report.diverged)
+    write_results(results_dir, {**results, "error": str(error).splitlines()[0][:500]})
+    raise MemoryError(
+        f"out of memory on the accelerator at batch size {config.batch_size}"
+        + (f" x {config.copies} copies = {per_step} images per step" if config.copies > 1 else "")
+        + ": lower --batch-size (results so far are in the results folder)"
+    ) from None
 
 
 def resolve_target(config, data):
@@ -193,10 +252,17 @@ def evaluate_with_tta(tta, level, x_test, y_test, clock):
     return {"tta_level": level, "tta_accuracy": accuracy, "tta_s": clock() - start}
 
 
-def _restore(model, state, timer, lr_callback, run_info):
+def _restore(model, state, timer, lr_callback, run_info, results_dir):
     """Loads a checkpoint into a freshly compiled run; returns the epoch to start at."""
     model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
-    model.load_weights(state["weights_path"])
+    try:
+        model.load_weights(state["weights_path"])
+    except Exception as e:  # noqa: BLE001 - h5py and Keras raise OSError, ValueError, KeyError... on a bad file
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ResumeError(
+            f"the checkpoint in {results_dir} is damaged: {Path(state['weights_path']).name} does not load "
+            f"into this run's model ({type(e).__name__}: {first}); start the run again (--overwrite)"
+        ) from None
     previous = state["results"]
     timer.restore(previous)
     lr_callback.history = [tuple(pair) for pair in previous["lr_history"]]

@@ -303,7 +303,7 @@ def mean_history(group):
     return history
 
 
-def train_with_tensorboard(config, data, run_dir):
+def train_with_tensorboard(config, data, run_dir, **kwargs):
     """A study run with Keras's TensorBoard callback logging into run_dir/tensorboard
     (it writes through TensorFlow: without it, the run goes on without logs)."""
     import importlib.util
@@ -312,9 +312,9 @@ def train_with_tensorboard(config, data, run_dir):
 
     if importlib.util.find_spec("tensorflow") is None:
         print("note: TensorFlow is not installed here: no TensorBoard logs (results.json holds the same history)")
-        return train_in_fresh_session(config, data, run_dir)
+        return train_in_fresh_session(config, data, run_dir, **kwargs)
     return train_in_fresh_session(
-        config, data, run_dir, callbacks=[keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / "tensorboard"))]
+        config, data, run_dir, callbacks=[keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / "tensorboard"))], **kwargs
     )
 
 

@@ -38,7 +38,8 @@ def build_parser():
     data.add_argument("--results-dir", help="folder for results.json, history.csv, dawnbench.tsv/json, plots, model.keras (default: runs/davidnet-<time>)")
     data.add_argument("--preset", choices=sorted(PRESETS), help="a recipe of experiments/recipes/ as the base: fast (airbench94_muon's recipe in Keras), resnet9_adam_onecycle; --config and flags override it (default: none)")
     data.add_argument("--config", help="recipe settings from a TOML, JSON or YAML file; flags given on the command line win (default: none)")
-    data.add_argument("--resume", action="store_true", help="continue the interrupted run in --results-dir from its last epoch, with its saved settings (default: off)")
+    data.add_argument("--resume", action="store_true", help="continue the interrupted run in --results-dir from its last epoch, with its saved settings and data; flags given again must equal them (default: off)")
+    data.add_argument("--overwrite", action="store_true", help="start afresh in a --results-dir that holds another run, replacing its files (default: off: such a folder is refused)")
     data.add_argument("--no-verify", action="store_true", help="load pickle batches whose md5 is not the official one (default: off)")
     data.add_argument("--resize", action="store_true", help="resize images that are not 32x32 (default: off)")
     data.add_argument("--compile-cache", default=os.path.expanduser("~/.cache/davidnet/jax"), help="JAX persistent compilation cache folder, '' to turn it off (default: ~/.cache/davidnet/jax)")
@@ -69,7 +70,7 @@ def _checked(kind, name):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {config.shown(text)}") from None
         why = config.problem(name, value)
         if why:
             raise argparse.ArgumentTypeError(why)
@@ -101,21 +102,24 @@ def main(argv=None):
     parser = build_parser()
     args, config = resolve_settings(parser, argv, Config, PRESETS)
 
-    from davidnet.results import check_writable
+    from davidnet import run_folder
     from pipelines.cifar10 import DataError, load_cifar10
 
-    if args.resume:
-        config = _saved_config(parser, args)
     results_dir = args.results_dir or time.strftime("runs/davidnet-%Y%m%d-%H%M%S")
     try:
-        # The data first, before Keras and its backend load (seconds): a run
-        # without data fails at once, and leaves no empty run folder.
-        data = load_cifar10(args.data_dir, verify=not args.no_verify, resize=args.resize)
+        # The folder, then the data, before Keras and its backend load
+        # (seconds): a run that cannot start fails at once, and leaves no
+        # empty run folder.
+        if args.resume:
+            config, data_dir = _resumed(parser, args, config)
+        else:
+            run_folder.check_fresh(results_dir, args.overwrite)
+            data_dir = args.data_dir
+        data = load_cifar10(data_dir, verify=not args.no_verify, resize=args.resize)
         check_batch_size(config.batch_size, data, config.subset)
-        check_writable(results_dir)
         from davidnet.hardware import use_compilation_cache
         from davidnet.results import summary_line
-        from davidnet.training import ResumeError, train
+        from davidnet.training import train
 
         use_compilation_cache(args.compile_cache)
     except (DataError, OSError, ValueError) as e:
@@ -123,34 +127,57 @@ def main(argv=None):
         return 2
     print_data(data, config.subset)
 
+    from davidnet import interrupts
+
     try:
-        results = train(config, data, results_dir, resume=args.resume)
-    except (ResumeError, ValueError, MemoryError) as e:
+        results = train(config, data, results_dir, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, MemoryError, OSError) as e:  # the run's own errors, one line each (see train)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted before training began: nothing was saved", file=sys.stderr)
+        return interrupts.exit_code()
     print(summary_line(results))
     print(f"results: {results_dir}")
-    return {"completed": 0, "diverged": 1, "interrupted": 130}[results["status"]]
+    if results["status"] == "interrupted":
+        return interrupts.exit_code()
+    return {"completed": 0, "diverged": 1}[results["status"]]
 
 
-def _saved_config(parser, args):
-    """--resume: the interrupted run's own settings, so it ends as it began."""
-    import json
+def _resumed(parser, args, resolved):
+    """--resume: (the run's saved settings, its data folder). Flags, --preset
+    and --config may be given again (the same command with --resume added);
+    a setting that differs from the saved one is refused, naming each."""
+    from davidnet import run_folder
 
-    from davidnet.checkpoint import load_checkpoint
-
-    given = [f.name for f in dataclasses.fields(Config) if getattr(args, f.name) is not None]
-    if given or args.config or args.preset:
-        parser.error("--resume continues with the run's saved settings: drop the recipe flags, --preset and --config")
     if not args.results_dir:
         parser.error("--resume needs --results-dir, the folder of the run to continue")
-    state = load_checkpoint(args.results_dir)
-    if state is None:
-        finished = os.path.join(args.results_dir, "results.json")
-        status = json.load(open(finished)).get("status") if os.path.exists(finished) else None
-        why = f"it already {status}" if status in ("completed", "diverged") else "it holds no checkpoint"
-        parser.exit(2, f"error: nothing to resume in {args.results_dir}: {why}\n")
-    return Config(**state["results"]["config"])
+    state = run_folder.read_state(args.results_dir)
+    saved = run_folder.saved_config(state, Config)
+    given = _given_settings(args, resolved)
+    changed = run_folder.changed_settings(saved, dataclasses.replace(saved, **given), names=given)
+    if changed:
+        raise run_folder.ResumeError(
+            f"cannot resume {args.results_dir} with other settings: {'; '.join(changed)} "
+            "(resume with the run's own settings, or start a new run in another --results-dir)"
+        )
+    where = (state["results"].get("data") or {}).get("location")
+    if args.data_dir and where and str(Path(os.path.expanduser(args.data_dir)).resolve()) != where:
+        raise run_folder.ResumeError(
+            f"--data-dir {args.data_dir}: the run being resumed trained on {where}; drop --data-dir to resume on it"
+        )
+    return dataclasses.replace(saved, **{k: v for k, v in given.items() if k in run_folder.MAY_CHANGE_ON_RESUME}), args.data_dir or where
+
+
+def _given_settings(args, resolved):
+    """The settings this command line sets itself (flags, --preset, --config),
+    name -> value as resolved (`resolved`, a Config)."""
+    from davidnet.config_files import load_config
+
+    named = {f.name for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    for path in ([PRESETS[args.preset]] if args.preset else []) + ([args.config] if args.config else []):
+        named |= set(load_config(path, Config))  # already read without error by resolve_settings
+    return {name: getattr(resolved, name) for name in named}
 
 
 if __name__ == "__main__":

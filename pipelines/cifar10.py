@@ -29,6 +29,7 @@ need them: importing this module costs numpy only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -99,16 +100,21 @@ def load_cifar10(
         DataError: no CIFAR-10 could be found, or the data found is not valid.
     """
     if data_dir is not None and str(data_dir) != "":
-        return _load_dir(Path(os.path.expanduser(data_dir)), "--data-dir", verify, resize, cache_dir, progress)
+        return _located(_load_dir(Path(os.path.expanduser(data_dir)), "--data-dir", verify, resize, cache_dir, progress), data_dir)
     env_dir = os.environ.get("CIFAR10_DIR", "")
     if env_dir:
-        return _load_dir(Path(os.path.expanduser(env_dir)), "CIFAR10_DIR", verify, resize, cache_dir, progress)
+        return _located(_load_dir(Path(os.path.expanduser(env_dir)), "CIFAR10_DIR", verify, resize, cache_dir, progress), env_dir)
     keras_cache = Path(os.path.expanduser(_KERAS_CACHE))
     if keras_cache.is_dir():
-        return load_pickle_dir(keras_cache, verify, origin="Keras cache")
+        return _located(load_pickle_dir(keras_cache, verify, origin="Keras cache"), keras_cache)
     if not download:
         raise DataError(f"no CIFAR-10 found and download is off: {WHERE_HINT}, or allow the download")
     return load_tfds()
+
+
+def _located(data, folder):
+    """`data` with the absolute path of the folder it was read from."""
+    return dataclasses.replace(data, location=str(Path(os.path.expanduser(folder)).resolve()))
 
 
 # --- named folders ---------------------------------------------------------------

@@ -60,6 +60,8 @@ class Cifar10:
         image_format: "pickle", "png", "jpeg" or "tfds". "jpeg" matters: models
             score about 3 points lower on the lossy JPEG copy.
         class_names: the name of each label, index = label.
+        location: the folder the data was read from (absolute), or None
+            (tensorflow-datasets, synthetic): a resumed run reads it again.
     """
 
     x_train: np.ndarray
@@ -69,6 +71,7 @@ class Cifar10:
     source: str
     image_format: str
     class_names: tuple[str, ...]
+    location: str | None = None
 
     def __repr__(self) -> str:
         # The default repr would print pixel arrays.

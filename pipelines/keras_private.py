@@ -25,9 +25,18 @@ The names:
 - `Callback.model` under JAX calls `model.jax_state_sync()`: reading it in a
   batch callback is what makes an assignment to the optimizer's learning rate
   take effect mid-epoch (the per-batch schedule callbacks rely on it).
+- `saving_lib.save_model(model, io.BytesIO)` and `saving_lib.H5IOStore` with
+  `saving_lib._save_state`: a model (`.keras` zip) and its weights
+  (`.weights.h5`, optimizer included) serialized in memory. The public
+  `save` and `save_weights` take only paths and write in place; in memory,
+  the bytes then go to disk through a temporary file and a rename
+  (`davidnet.results.write_bytes_atomic`), so a full disk is one clean
+  OSError and never a half-written file (HDF5 writing to a full disk was
+  seen to crash the process).
 """
 
 import inspect
+import io
 
 import keras
 
@@ -65,6 +74,29 @@ def async_safe(callback_class):
     return callback_class
 
 
+def model_bytes(model):
+    """`model.save(path)`'s .keras zip, as bytes."""
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    saving_lib.save_model(model, buffer)
+    return buffer.getvalue()
+
+
+def weights_bytes(model):
+    """`model.save_weights(path)`'s .weights.h5 file (the optimizer's variables
+    included), as bytes; `model.load_weights` reads the file back."""
+    from keras.src.saving import saving_lib
+
+    if not model.built:
+        raise ValueError("cannot save the weights of a model that is not built")
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    store.close()
+    return buffer.getvalue()
+
+
 def check():
     """Raises RuntimeError naming this module and the API that changed, if
     the installed Keras no longer has one of the private names relied on."""
@@ -82,6 +114,12 @@ def check():
         problems.append("Layer._allow_non_tensor_positional_args")
     if "jax_state_sync" not in inspect.getsource(callback_module.Callback):
         problems.append("Callback.model's jax_state_sync under JAX")
+    from keras.src.saving import saving_lib
+
+    if "IOBase" not in inspect.getsource(saving_lib.save_model):
+        problems.append("saving_lib.save_model(model, io.BytesIO)")
+    if "BytesIO" not in inspect.getsource(saving_lib.H5IOStore.__init__) or not hasattr(saving_lib, "_save_state"):
+        problems.append("saving_lib.H5IOStore(io.BytesIO) and saving_lib._save_state")
     if keras.backend.backend() == "jax":
         from keras.src.backend.jax import trainer as jax_trainer
 

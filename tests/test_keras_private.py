@@ -4,13 +4,14 @@ and still there in the installed Keras."""
 import re
 
 import keras
+import numpy as np
 import pytest
 
 from pipelines import keras_private
 from tests.helpers import ROOT
 
 # Uses (calls, assignments), not mentions in docstrings.
-PRIVATE = re.compile(r"\._symbolic_build\(|\._get_jax_state\(|\.train_function\s*=[^=]|_allow_non_tensor_positional_args\s*=|^\s*async_safe\s*=")
+PRIVATE = re.compile(r"\._symbolic_build\(|\._get_jax_state\(|\.train_function\s*=[^=]|_allow_non_tensor_positional_args\s*=|^\s*async_safe\s*=|saving_lib\.")
 
 
 def test_the_installed_keras_still_has_every_private_api_relied_on():
@@ -41,3 +42,20 @@ def test_no_other_module_touches_a_private_keras_name():
 def test_it_is_checked_against_the_pinned_keras():
     pinned = next(line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("keras=="))
     assert pinned == f"keras=={keras_private.CHECKED_WITH}" == f"keras=={keras.__version__}"
+
+
+def test_the_in_memory_model_and_weights_load_back_with_the_public_api(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0)
+    (tmp_path / "m.keras").write_bytes(keras_private.model_bytes(model))
+    (tmp_path / "w.weights.h5").write_bytes(keras_private.weights_bytes(model))
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    fresh.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
+    fresh.optimizer.build(fresh.trainable_variables)
+    fresh.load_weights(tmp_path / "w.weights.h5")
+    for other in (loaded, fresh):
+        np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])
+    # the optimizer's state too: its iteration count and momentum
+    assert [np.asarray(v).tolist() for v in fresh.optimizer.variables] == [np.asarray(v).tolist() for v in model.optimizer.variables]

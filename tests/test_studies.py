@@ -10,12 +10,15 @@ from davidnet.results import write_json_atomic
 from davidnet.studies import format_table, mean_std, resolve_settings, run_study, write_table
 from davidnet.training import Config
 
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+
 
 def fake_train(statuses):
     calls = []
 
-    def train(config, data, run_dir):
+    def train(config, data, run_dir, resume=False, overwrite=False):
         calls.append(run_dir.name)
+        assert (resume, overwrite) == (False, True)  # no checkpoints here: unfinished runs start again
         run_dir.mkdir(parents=True, exist_ok=True)
         results = {"status": statuses.get(run_dir.name, "completed"), "final_accuracy": config.lr, "config": dataclasses.asdict(config)}
         write_json_atomic(run_dir / "results.json", results)
