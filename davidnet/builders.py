@@ -29,10 +29,11 @@ from pipelines.feeds import make_feed
 AIRBENCH94_WIDTHS = (64, 256, 256)  # airbench94's, before --width
 
 
-def build_model(config, x_train=None):
-    """The model the config names (`davidnet.config.MODELS`). `x_train` (uint8
-    training images) is needed for airbench94's whitening (`config.whiten`)."""
-    return builder(MODELS, config.model)(config, x_train)
+def build_model(config, x_train=None, num_classes=10):
+    """The model the config names (`davidnet.config.MODELS`), with `num_classes`
+    outputs (the data's classes). `x_train` (uint8 training images) is needed
+    for airbench94's whitening (`config.whiten`)."""
+    return builder(MODELS, config.model)(config, x_train, num_classes)
 
 
 def augmentation(config):
@@ -47,8 +48,9 @@ def augmentation(config):
     }
 
 
-def _resnet(network, config, **options):
+def _resnet(network, config, num_classes, **options):
     return network(
+        num_classes=num_classes,
         width=config.width,
         augmentation=augmentation(config),
         batch_norm=config.batch_norm,
@@ -59,19 +61,19 @@ def _resnet(network, config, **options):
     )
 
 
-def davidnet_model(config, x_train=None):
-    return _resnet(models.davidnet, config)
+def davidnet_model(config, x_train=None, num_classes=10):
+    return _resnet(models.davidnet, config, num_classes)
 
 
-def resnet9_model(config, x_train=None):
-    return _resnet(models.resnet9, config)
+def resnet9_model(config, x_train=None, num_classes=10):
+    return _resnet(models.resnet9, config, num_classes)
 
 
-def resnet44_model(config, x_train=None):
-    return _resnet(models.resnet_cifar, config, **({"zero_init_residual": True} if config.zero_init_residual else {}))
+def resnet44_model(config, x_train=None, num_classes=10):
+    return _resnet(models.resnet_cifar, config, num_classes, **({"zero_init_residual": True} if config.zero_init_residual else {}))
 
 
-def airbench94_model(config, x_train=None):
+def airbench94_model(config, x_train=None, num_classes=10):
     kernel = None
     if config.whiten:
         if x_train is None:
@@ -79,6 +81,7 @@ def airbench94_model(config, x_train=None):
         # airbench whitens with 5000 training images.
         kernel = patch_whitening_kernel(keras.ops.convert_to_numpy(normalize(x_train[:5000])))
     return fastnet(
+        num_classes=num_classes,
         widths=tuple(models.scaled(channels, config.width) for channels in AIRBENCH94_WIDTHS),
         augmentation=augmentation(config),
         whitening_kernel=kernel,
@@ -268,14 +271,14 @@ def set_precision(precision):
 
 
 
-def compile_model(config, x_train=None, learning_rate=0.0, momentum=None):
+def compile_model(config, x_train=None, learning_rate=0.0, momentum=None, num_classes=10):
     """The run's model, compiled as every run compiles it: the config's model
     (`build_model`), its optimizer at `learning_rate` (a float, or the schedule
     in the graph) with `momentum` (a schedule, or None: the config's), the
     cross-entropy on logits with the config's label smoothing, and accuracy.
     The one assembly that `davidnet.training.train`, the LR range test and the
     step benchmark share."""
-    model = build_model(config, x_train)
+    model = build_model(config, x_train, num_classes)
     model.compile(
         optimizer=build_optimizer(config, learning_rate, model, momentum),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
@@ -319,5 +322,5 @@ def assemble_run(config, data, *, host_augment=None, scan=False, schedule_in_gra
     if schedule_in_graph:  # the callback then only records it
         learning_rate = lr_callback.in_graph(total_steps)
         momentum = momentum_schedule(config, lr_callback, total_steps)
-    model = compile_model(config, x_train, learning_rate, momentum)
+    model = compile_model(config, x_train, learning_rate, momentum, num_classes=len(data.class_names))
     return Run(model, feed, lr_callback, x_train, y_train, steps_per_epoch, total_steps)

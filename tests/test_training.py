@@ -122,6 +122,22 @@ def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path, capsys)
     assert not (tmp_path / "r").exists()
 
 
+def test_a_dataset_of_three_classes_trains_a_model_of_three_outputs(tmp_path):
+    import dataclasses
+
+    data = tiny_data()
+    keep_train, keep_test = data.y_train < 3, data.y_test < 3
+    three = dataclasses.replace(
+        data, x_train=data.x_train[keep_train], y_train=data.y_train[keep_train],
+        x_test=data.x_test[keep_test], y_test=data.y_test[keep_test], class_names=("cat", "dog", "frog"),
+    )
+    results = train(Config(epochs=1, **{**TINY, "save_model": True}), three, tmp_path)
+    assert results["status"] == "completed" and results["data"]["test_images"] == keep_test.sum()
+    from davidnet import load_model
+
+    assert load_model(tmp_path / "model.keras").output_shape == (None, 3)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data feed is the TensorFlow path")
 def test_host_augment_hook_runs_on_every_training_batch(tmp_path):
     seen = []
