@@ -139,6 +139,23 @@ class TimeToAccuracy(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.wall_s = self.clock() - self._train_begin
 
+    def record_final_evaluation(self, logs, eval_s):
+        """Puts an evaluation made after `fit` (`logs`: Keras's evaluate dict,
+        `eval_s`: its seconds) in the last epoch's record, replacing fit's
+        own if there was one (lookahead's slow weights), and times the target
+        on it: reached there, or no longer reached there."""
+        record = self.epochs[-1]
+        record.update({f"val_{key}": _to_float(value) for key, value in logs.items()}, eval_s=record["eval_s"] + eval_s)
+        self.eval_s += eval_s
+        accuracy = record.get(self.monitor)
+        reached = isinstance(accuracy, float) and accuracy >= self.target
+        if self.target_epoch == record["epoch"] and not reached:
+            self.target_epoch = self.seconds_to_target = self.wall_to_target_s = None  # the slow weights fell short
+        if self.target_epoch is None and reached:
+            self.target_epoch = record["epoch"]
+            self.seconds_to_target = self.train_s
+            self.wall_to_target_s = record["wall_s"]
+
     def restore(self, results):
         """Continues the timings of an interrupted run (its results dict): the
         history, totals and target carry over, and this session's first step,

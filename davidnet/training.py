@@ -277,15 +277,4 @@ def _evaluate_last_epoch(model, timer, x_test, y_test):
     replaces fit's evaluation of the fast ones."""
     start = timer.clock()
     logs = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
-    eval_s = timer.clock() - start
-    record = timer.epochs[-1]
-    record.update({f"val_{k}": float(v) for k, v in logs.items()}, eval_s=record["eval_s"] + eval_s)
-    if timer.target_epoch == record["epoch"] and record["val_accuracy"] < timer.target:
-        timer.target_epoch = timer.seconds_to_target = timer.wall_to_target_s = None  # the slow weights fell short
-    timer.eval_s += eval_s
-    if timer.target_epoch is None and record["val_accuracy"] >= timer.target:
-        timer.target_epoch = record["epoch"]
-        timer.seconds_to_target = timer.train_s
-        timer.wall_to_target_s = record["wall_s"]
-
-
+    timer.record_final_evaluation(logs, timer.clock() - start)

@@ -122,3 +122,18 @@ def test_the_timer_keeps_keras_batch_end_dispatch_asynchronous():
     assert keras.src.utils.is_default(timer.on_train_batch_end)
     if keras.backend.backend() == "jax":  # the backend on which Keras dispatches asynchronously
         assert keras.callbacks.CallbackList([timer, keras.callbacks.History()])._async_train
+
+
+def test_an_evaluation_after_fit_replaces_the_last_epochs_and_retimes_the_target():
+    clock = FakeClock()
+    timer = TimeToAccuracy(target=0.9, clock=clock)
+    timer.set_model(tiny_model())
+    timer.on_train_begin()
+    run_epoch(timer, clock, 0, step_s=1.0, steps=3, eval_s=None, val_accuracy=None)
+    run_epoch(timer, clock, 1, step_s=1.0, steps=3, eval_s=0.5, val_accuracy=0.95)  # fast weights reach it
+    assert (timer.target_epoch, timer.seconds_to_target) == (2, 5.0)  # the first step is compilation
+    timer.record_final_evaluation({"accuracy": 0.85, "loss": 0.4}, eval_s=0.25)  # the slow weights do not
+    assert timer.target_epoch is timer.seconds_to_target is timer.wall_to_target_s is None
+    assert timer.epochs[-1]["val_accuracy"] == 0.85 and timer.epochs[-1]["eval_s"] == 0.75 and timer.eval_s == 0.75
+    timer.record_final_evaluation({"accuracy": 0.91, "loss": 0.3}, eval_s=0.25)  # evaluated where fit did not
+    assert (timer.target_epoch, timer.seconds_to_target, timer.wall_to_target_s) == (2, 5.0, timer.epochs[-1]["wall_s"])
