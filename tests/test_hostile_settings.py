@@ -26,6 +26,11 @@ from experiments.davidnet import build_parser
 
 pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
 
+# Each refusal takes milliseconds here (the alias bomb 0.03 s; it ran 70 s into a
+# MemoryError before). The bound is loose so that a loaded CI machine does not
+# fail it, and still far below what an unbounded parse or evaluation takes.
+SECONDS = 3
+
 NUMERIC = [
     field.name for field in dataclasses.fields(Config)
     if field.type is not bool and any(kind in (int, float) for kind in config._kinds(field.name))
@@ -78,7 +83,7 @@ def test_a_numeric_setting_refuses_values_far_beyond_its_range(name, capsys):
     if name in INTS:
         start = time.perf_counter()
         message = refused(**{name: 10**5000})  # its repr alone would raise
-        assert message.endswith("Got: an integer of 5001 digits") and time.perf_counter() - start < 0.1
+        assert message.endswith("Got: an integer of 5001 digits") and time.perf_counter() - start < SECONDS
         assert refused(**{name: 2.5}) == f"{name} must be a whole number{' or none' if None.__class__ in config._kinds(name) else ''}. Got: 2.5"
         assert refused(**{name: True}).startswith(f"{name} must be a whole number")
 
@@ -151,7 +156,7 @@ def test_a_bad_scale_function_is_refused_in_one_line_naming_it(expr, reason, cap
     epochs = 10000 if expr == "exp(x)" else 24
     start = time.perf_counter()
     message = refused(schedule="triangular", scale_fn=expr, epochs=epochs)
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < SECONDS
     assert message.startswith("scale_fn is not a usable scale function: ") and reason in message, message
     assert message.endswith(f"Got: {config.shown(expr)}")
 
@@ -214,7 +219,7 @@ def test_a_hostile_config_file_is_one_line_within_a_second(name, tmp_path):
     start = time.perf_counter()
     with pytest.raises(ConfigError) as info:
         load_config(path, Config)
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < SECONDS
     message = str(info.value)
     assert "\n" not in message and reason in message and str(path) in message, message
 

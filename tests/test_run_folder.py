@@ -26,18 +26,6 @@ pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend
 DATA = tiny_data()
 
 
-class SendSignalAfterEpoch(keras.callbacks.Callback):
-    """Sends `signum` to this process at the end of epoch `epoch` (1-based)."""
-
-    def __init__(self, epoch, signum=signal.SIGTERM):
-        super().__init__()
-        self.epoch, self.signum = epoch, signum
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            os.kill(os.getpid(), self.signum)
-
-
 class AtEpochEnd(keras.callbacks.Callback):
     def __init__(self, epoch, action):
         super().__init__()
@@ -55,43 +43,34 @@ def snapshot(folder):
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
-    """A run of 3 epochs stopped by SIGTERM after its first: (folder, config)."""
+    """A run of 3 epochs stopped by SIGTERM while it wrote epoch 1's checkpoint: (folder, config)."""
+    from davidnet import checkpoint
+
     folder = tmp_path_factory.mktemp("interrupted") / "run"
     config = Config(epochs=3, **TINY)
-    results = train(config, DATA, folder, callbacks=[SendSignalAfterEpoch(1)])
+    write = checkpoint.write_bytes_atomic
+
+    def signalled_write(path, data):  # a scheduler's SIGTERM lands mid-write
+        os.kill(os.getpid(), signal.SIGTERM)
+        write(path, data)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint, "write_bytes_atomic", signalled_write)
+        results = train(config, DATA, folder)
     assert (results["status"], results["signal"], results["epochs_completed"]) == ("interrupted", "SIGTERM", 1)
     assert interrupts.exit_code() == 128 + signal.SIGTERM
     return folder, config
 
 
-def test_sigterm_stops_a_run_like_ctrl_c_with_its_checkpoint(interrupted, tmp_path):
-    folder, config = interrupted
+def test_sigterm_stops_a_run_like_ctrl_c_after_its_writes_with_its_checkpoint(interrupted):
+    folder, _ = interrupted
     saved = json.loads((folder / "results.json").read_text())
-    assert saved["status"] == "interrupted" and saved["signal"] == "SIGTERM"
-    assert json.loads((folder / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert saved["status"] == "interrupted" and saved["signal"] == "SIGTERM" and saved["epochs_completed"] == 1
+    state = run_folder.read_state(folder)  # checked: whole, and names its weights
+    assert state["epoch"] == 1 and state["results"]["history"] == saved["history"]
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
     assert not (folder / ".lock").exists()  # released
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run's handler is gone with it
-    copy = tmp_path / "run"
-    shutil.copytree(folder, copy)
-    resumed = train(config, DATA, copy, resume=True)
-    assert resumed["status"] == "completed" and [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
-    assert resumed["history"][0] == saved["history"][0]
-
-
-def test_a_signal_during_the_epochs_writes_waits_until_they_are_whole(tmp_path, monkeypatch):
-    from davidnet import checkpoint
-
-    write = checkpoint.write_bytes_atomic
-
-    def signalled_write(path, data):  # Ctrl-C lands while the weights are written
-        os.kill(os.getpid(), signal.SIGINT)
-        write(path, data)
-
-    monkeypatch.setattr(checkpoint, "write_bytes_atomic", signalled_write)
-    results = train(Config(epochs=3, **TINY), DATA, tmp_path / "run")
-    assert (results["status"], results["signal"], results["epochs_completed"]) == ("interrupted", "SIGINT", 1)
-    state = run_folder.read_state(tmp_path / "run")  # checked: whole, and names its weights
-    assert state["epoch"] == 1 and not list((tmp_path / "run").rglob("*.tmp"))
 
 
 def test_a_folder_holding_another_run_is_refused_and_overwrite_replaces_only_its_files(tmp_path):
@@ -171,10 +150,10 @@ def file_size_limit():
     signal.signal(signal.SIGXFSZ, previous_handler)
 
 
-def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_whole_epoch(tmp_path, file_size_limit):
+def test_a_full_disk_is_one_line_and_keeps_the_run_resumable(tmp_path, file_size_limit):
     folder = tmp_path / "run"
-    config = Config(epochs=3, **TINY)
-    with pytest.raises(WriteError) as error:
+    config = Config(epochs=3, **{**TINY, "save_model": True})
+    with pytest.raises(WriteError) as error:  # mid-run: epoch 2's checkpoint
         train(config, DATA, folder, callbacks=[AtEpochEnd(1, lambda: file_size_limit(1000))])
     file_size_limit(resource.RLIM_INFINITY)
     message = str(error.value)
@@ -183,24 +162,18 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_whole_epoch(tmp_path
     assert json.loads((folder / "results.json").read_text())["epochs_completed"] == 1
     assert run_folder.read_state(folder)["epoch"] == 1
     assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
-    assert train(config, DATA, folder, resume=True)["epochs_completed"] == 3
-
-
-def test_a_full_disk_at_the_final_save_keeps_the_run_resumable(tmp_path, file_size_limit):
-    folder = tmp_path / "run"
-    config = Config(epochs=1, **{**TINY, "save_model": True})
 
     class FullAtTheEnd(keras.callbacks.Callback):
         def on_train_end(self, logs=None):
             file_size_limit(1000)
 
     with pytest.raises(WriteError, match=rf"could not write {re.escape(str(folder))}/model.keras: File too large; free some space, then finish it with --resume"):
-        train(config, DATA, folder, callbacks=[FullAtTheEnd()])
+        train(config, DATA, folder, resume=True, callbacks=[FullAtTheEnd()])  # the final save
     file_size_limit(resource.RLIM_INFINITY)
     assert not (folder / "model.keras").exists()
     assert json.loads((folder / "results.json").read_text())["status"] == "running"
     results = train(config, DATA, folder, resume=True)  # nothing left to train: it saves and finishes
-    assert results["status"] == "completed" and len(results["history"]) == 1
+    assert results["status"] == "completed" and [r["epoch"] for r in results["history"]] == [1, 2, 3]
     assert (folder / "model.keras").stat().st_size > 1000 and not (folder / "checkpoint").exists()
 
 
