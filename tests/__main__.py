@@ -6,6 +6,11 @@ Python, XLA compilation). Their output is streamed as it comes, each line
 prefixed with its backend (pytest's progress lines end in a percentage), so
 a long run shows where it is. The last line sums both runs
 ("N passed, N failed"); the exit code is non-zero if either run failed.
+
+Tests that do not depend on the backend (marked `one_backend(name)`: a
+study's logic, the run folder, the data loaders) run in one of the two runs
+only (DAVIDNET_TEST_SPLIT, read by tests/conftest.py); the marks spread them
+over both. Plain `pytest` runs every test under the one backend it has.
 """
 
 import os
@@ -29,7 +34,7 @@ def main(argv):
     processes = {}
     readers = []
     for backend in BACKENDS:
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "DAVIDNET_TEST_JAX_CACHE": cache}
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "DAVIDNET_TEST_JAX_CACHE": cache, "DAVIDNET_TEST_SPLIT": "1"}
         process = subprocess.Popen(
             [sys.executable, "-m", "pytest", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

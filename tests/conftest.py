@@ -73,6 +73,7 @@ def _slow(function):
 
 
 def pytest_collection_modifyitems(config, items):
+    _one_backend_only(config, items)
     for item in items:
         fixtures = getattr(item, "_fixtureinfo", None)
         functions = [item.function] if hasattr(item, "function") else []
@@ -80,3 +81,24 @@ def pytest_collection_modifyitems(config, items):
             functions += [d.func for d in definitions if getattr(d, "baseid", "").startswith("tests")]
         if any(_slow(f) for f in functions):
             item.add_marker(pytest.mark.slow)
+
+
+# --- tests that do not depend on the backend run once under `python -m tests` ------------
+
+
+def _one_backend_only(config, items):
+    """Under `python -m tests` (which runs the suite once per backend, in
+    parallel), a test marked one_backend(name) runs in name's run only: what
+    it checks (a study's tables, the run folder, the data loaders) is the
+    same on either backend, and running it twice would double the suite's
+    time for nothing. The marks spread these tests over both runs."""
+    if os.environ.get("DAVIDNET_TEST_SPLIT") != "1":
+        return
+    backend = keras.backend.backend()
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("one_backend")
+        (drop if marker is not None and marker.args[0] != backend else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

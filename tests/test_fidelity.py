@@ -298,6 +298,7 @@ def test_resnet44_study_recipe_is_hoffers_regime():
 
 
 @pytest.mark.slow  # seconds of XLA compilation on JAX
+@pytest.mark.one_backend("tensorflow")  # Keras's initializers, the same formulas on either backend
 def test_resnet44_init_and_decay_are_hoffers():
     config = resnet44_run_config()
     model = build_model(config)
@@ -321,6 +322,7 @@ def test_resnet44_init_and_decay_are_hoffers():
 
 
 @pytest.mark.slow  # seconds of XLA compilation on JAX
+@pytest.mark.one_backend("tensorflow")  # Keras's initializers, the same formulas on either backend
 def test_resnet44_zero_init_residual_option():
     plain = build_model(resnet44_run_config())
     zero = build_model(resnet44_run_config(zero_init_residual=True))

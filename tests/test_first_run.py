@@ -23,6 +23,8 @@ from pipelines import tfds_source
 from pipelines.cifar10 import CLASS_NAMES, Cifar10
 from tests.helpers import ROOT, TINY, run_python, tiny_data
 
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def jpeg_run(tmp_path_factory):

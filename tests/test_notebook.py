@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "docs" / "quickstart.ipynb"
 

@@ -7,6 +7,8 @@ from PIL import Image
 from davidnet import results as results_module
 from davidnet.results import check_writable, dawnbench_rows, write_json_atomic, write_results
 
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+
 
 def history(accuracies):
     return [

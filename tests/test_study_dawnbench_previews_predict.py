@@ -19,6 +19,8 @@ from pipelines.augment import CIFAR10_MEAN
 from tests.conftest import host_kernel_init
 from tests.datasets import synthetic_arrays
 
+pytestmark = pytest.mark.one_backend("jax")  # the same on either backend (tests/conftest.py)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT / "davidnet" / "data"
 CACHE = ["--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", "")]

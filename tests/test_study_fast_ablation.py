@@ -6,6 +6,8 @@ import pytest
 
 from experiments import fast_ablation
 
+pytestmark = pytest.mark.one_backend("jax")  # the same on either backend (tests/conftest.py)
+
 
 def read_table(study_dir):
     with open(study_dir / "table.csv") as f:

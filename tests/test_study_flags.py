@@ -21,6 +21,8 @@ from davidnet.results import write_json_atomic
 from davidnet.training import Config
 from experiments import ablations, augmentations, dawnbench, fast_ablation, lr_schedules, resnet44
 
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+
 TRAINING_STUDIES = [ablations, resnet44, lr_schedules, fast_ablation]
 IDS = [study.__name__.split(".")[-1] for study in TRAINING_STUDIES]
 # Each study's --smoke, made small: the configurations trained per seed.

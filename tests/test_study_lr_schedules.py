@@ -17,6 +17,8 @@ from PIL import Image
 
 from experiments.lr_schedules import LRRangeTest, main, suggest_lr
 
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+
 SCALE = "0.5*(1+sin(x*pi/2.5))"
 FAST = ["--smoke", "--compile-cache", "", "--seeds", "0", "--epochs", "1", "--batch-size", "64"]
 SWEEP = [*FAST, "--schedules", "onecycle", "--lrs", "0.4", "--step-sizes", "2", "--scale-fn", SCALE]
