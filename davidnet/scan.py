@@ -5,8 +5,9 @@ fast accelerator with a small network that host loop (the data adapter, the
 callbacks, one dispatch with a few hundred state arrays per step) can take as
 long as the step itself. Here Keras's own `train_step` runs inside
 `jax.lax.scan` over the batches of a `ScanFeed` item (by default the whole
-epoch): the batch gather, the flips and the in-model augmentation are traced
-into the same program, so the host dispatches once per epoch.
+epoch): the device feed's batch gather and flip (`pipelines.feeds.device_batch`,
+the very code the feed runs) and the in-model augmentation are traced into
+the same program, so the host dispatches once per epoch.
 
 It stays a Keras `fit`: `install` puts the scanned function in place of the
 model's `train_function`, and `fit` runs as always with a `ScanFeed`, one
@@ -30,8 +31,7 @@ import keras
 from keras import ops
 
 from pipelines import keras_private
-from pipelines.augment import alternating_flip
-from pipelines.feeds import ScanFeed, gather_batch
+from pipelines.feeds import ScanFeed, device_batch, gather_batch
 
 
 def install(model, feed, unroll=1):
@@ -63,9 +63,7 @@ def install(model, feed, unroll=1):
     def run(state, images, labels, indices, bits, epoch):
         def step(state, batch):
             indices, bits = batch
-            x, y = gather_batch(images, labels, indices, num_classes)
-            if flip:
-                x = alternating_flip(x, bits, epoch)
+            x, y = device_batch(images, labels, indices, num_classes, bits if flip else None, epoch)
             logs, state = model.train_step(state, (x, y))
             return state, logs
 

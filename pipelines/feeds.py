@@ -114,10 +114,8 @@ class DeviceFeed(keras.utils.PyDataset):
             raise IndexError(f"batch {index} out of range 0..{len(self) - 1}")
         rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
         batch = self.order[rows][self.process_index :: self.process_count]
-        images, labels = gather_batch(self.images, self.labels, batch, self.num_classes)
-        if self.alternating_flip:
-            bits = self.order_bits[rows][self.process_index :: self.process_count]
-            images = augment.alternating_flip(images, bits, self.epoch)
+        bits = self.order_bits[rows][self.process_index :: self.process_count] if self.alternating_flip else None
+        images, labels = device_batch(self.images, self.labels, batch, self.num_classes, bits, self.epoch)
         return label_mixing(images, labels, self.mixup_alpha, self.copies, self._seed_generator)
 
 
@@ -166,10 +164,20 @@ class ScanFeed(DeviceFeed):
 
 
 def gather_batch(images, labels, indices, num_classes):
-    """One training batch from device-resident data: the images and one-hot
-    labels at `indices`. keras.ops only, so the scanned epoch loop traces the
-    same code as `DeviceFeed`."""
+    """The images and one-hot labels at `indices` of device-resident data."""
     return ops.take(images, indices, axis=0), ops.one_hot(ops.take(labels, indices, axis=0), num_classes)
+
+
+def device_batch(images, labels, indices, num_classes, bits=None, epoch=0):
+    """One training batch from device-resident data, before the model's own
+    augmentation: the images and one-hot labels at `indices`, then (`bits`
+    given: each sample's flip bit) airbench's alternating flip for `epoch`.
+    keras.ops only: `DeviceFeed` calls it per batch, and the scanned epoch
+    loop (`davidnet.scan`) traces the very same code into its program."""
+    x, y = gather_batch(images, labels, indices, num_classes)
+    if bits is not None:
+        x = augment.alternating_flip(x, bits, epoch)
+    return x, y
 
 
 def label_mixing(images, labels, mixup_alpha, copies, seed):
