@@ -63,11 +63,14 @@ def describe_run(results_dir):
         return f"a resumable run (checkpoint after epoch {epoch})" if isinstance(epoch, int) else "a checkpoint"
     if results is None:
         return "a results.json that cannot be read" if (folder / "results.json").exists() else None
-    done = results.get("epochs_completed") if isinstance(results, dict) else None
+    if not isinstance(results, dict):
+        return "a results.json that is not a run's"
+    done = results.get("epochs_completed")
     if done == 0 and results.get("status") in ("interrupted", "running", "out_of_memory"):
         return None  # stopped before its first epoch ended: nothing to keep
-    status = results.get("status", "unknown") if isinstance(results, dict) else "unknown"
-    return f"a {status} run ({done} epochs)"
+    status = str(results.get("status", "unknown"))
+    epochs = f"{done} epoch{'' if done == 1 else 's'}" if isinstance(done, int) else "epochs unknown"
+    return f"{'an' if status[:1] in tuple('aeiou') else 'a'} {status} run ({epochs})"
 
 
 def check_fresh(results_dir, overwrite=False, held=False):

@@ -274,3 +274,20 @@ def test_the_same_command_with_resume_added_continues_and_other_flags_are_named(
     assert results["data"]["location"] == str(image_dir.resolve())
     code, _, err = run_main(capsys, *command, "--resume")
     assert code == 2 and err == f"error: nothing to resume in {folder}: it already completed\n"
+
+
+@pytest.mark.parametrize("content, held", [
+    ({"status": "interrupted", "epochs_completed": 2}, "an interrupted run (2 epochs)"),
+    ({"status": "out_of_memory", "epochs_completed": 1}, "an out_of_memory run (1 epoch)"),
+    ({"status": "interrupted", "epochs_completed": 0}, None),  # stopped before its first epoch: reused
+    ([1, 2], "a results.json that is not a run's"),
+    ("{not json", "a results.json that cannot be read"),
+])
+def test_what_a_folder_holds_is_said_in_its_refusal(tmp_path, content, held):
+    (tmp_path / "results.json").write_text(content if isinstance(content, str) else json.dumps(content))
+    assert run_folder.describe_run(tmp_path) == held
+    if held:
+        with pytest.raises(RunFolderError, match=re.escape(f"holds {held}: choose another --results-dir")):
+            run_folder.check_fresh(tmp_path)
+    else:
+        run_folder.check_fresh(tmp_path)
