@@ -1,11 +1,16 @@
-"""What every study shares: its command line, its data, running a list of
-trainings that survives interruption, and its table.
+"""What every study shares: its command line, its recipe, its data, running a
+list of trainings that survives interruption, and its table.
 
-A study is a list of named runs (a `Config` each). `run_study` trains them one
-after another into `study_dir/runs/<name>/`; a run whose results.json says
-`completed` or `diverged` is not trained again, so an interrupted study is
-rerun with the same command and picks up where it stopped. A diverged run is
-recorded as such and the others go on.
+A study is a list of named runs (a `Config` each), made from its recipe: a
+`StudyRecipe`, the `Config` every run starts from, of which the command line
+and --config files may change the settings the study names (flags derived from
+`Config`'s own definitions: help, choices, checks). The study's own settings
+dataclass holds only what it varies (the seeds, the values compared).
+
+`run_study` trains the runs one after another into `study_dir/runs/<name>/`;
+a run whose results.json says `completed` or `diverged` is not trained again,
+so an interrupted study is rerun with the same command and picks up where it
+stopped. A diverged run is recorded as such and the others go on.
 """
 
 import argparse
@@ -20,8 +25,10 @@ import time
 import typing
 from pathlib import Path
 
+from davidnet import config as settings_definitions
 from davidnet.checkpoint import CHECKPOINT_DIR
-from davidnet.config_files import ConfigError, load_config
+from davidnet.config import Config
+from davidnet.config_files import ConfigError, checked_values, load_config
 from davidnet.results import check_writable, write_json_atomic, write_text_atomic
 
 FINISHED = ("completed", "diverged")
@@ -63,6 +70,112 @@ def resolve_study_settings(parser, argv, settings_class, smoke_class, default_re
     if smoke and args.results_dir == default_results_dir:
         args.results_dir = smoke_dir(default_results_dir)
     return args, settings
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRecipe:
+    """A study's recipe: the `Config` every run starts from, the settings of it
+    that the command line and --config files may change, and --smoke's changes.
+
+    Args:
+        config: the base `Config`; its values are the flags' defaults.
+        flags: the names of the settings given a flag (--batch-size for
+            batch_size), with `Config`'s help, choices and checks.
+        smoke: name -> value, --smoke's changes (--config and flags still win).
+        shown: name -> how a default reads in --help where the value would not
+            say it (e.g. milestones "" for "half and three quarters of the run").
+
+    Example:
+    ```python
+    RECIPE = StudyRecipe(Config(model="resnet44", epochs=164), flags=("epochs",), smoke=dict(epochs=2))
+    ```
+    """
+
+    config: Config
+    flags: tuple
+    smoke: dict = dataclasses.field(default_factory=dict)
+    shown: dict = dataclasses.field(default_factory=dict)
+
+    def values(self, config):
+        """name -> value of `config`'s settings that have a flag (what config.json records of the recipe)."""
+        return {name: getattr(config, name) for name in self.flags}
+
+
+def add_recipe_arguments(parser, recipe):
+    """One flag per setting of `recipe.flags` (--batch-size for batch_size), its
+    help and choices from `Config`'s definition, "(default: X; --smoke: Y)" from
+    the study's recipe. No flag has a default: an absent flag leaves the value
+    to --smoke, --config or the recipe (`resolve_study`)."""
+    group = parser.add_argument_group("recipe (defaults: the study's recipe, a Config; --config files and flags override)")
+    hints = typing.get_type_hints(Config)
+    for name in recipe.flags:
+        default = _recipe_text(name, getattr(recipe.config, name), recipe.shown)
+        smoke = f"; --smoke: {_recipe_text(name, recipe.smoke[name], {})}" if name in recipe.smoke else ""
+        text = f"{settings_definitions.help_text(name)} (default: {default}{smoke})"
+        options = dict(default=argparse.SUPPRESS, help=text.replace("%", "%%"))
+        flag = "--" + name.replace("_", "-")
+        if hints[name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
+        else:
+            kind = next((a for a in typing.get_args(hints[name]) if a is not type(None)), hints[name])
+            group.add_argument(flag, type=kind, choices=settings_definitions.FIELDS[name].metadata["choices"], **options)
+    return group
+
+
+def _recipe_text(name, value, shown):
+    """How a recipe setting's value reads in --help: as `Config`'s README table writes it."""
+    if name in shown:
+        return shown[name]
+    if value == settings_definitions.DEFAULTS[name]:
+        return settings_definitions.default_text(name)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None or value == "":
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def recipe_config(base, values):
+    """`base` (a Config) with `values` (name -> value) changed: each value
+    checked by its setting's own definition (the error names its flag), then
+    `Config`'s checks between settings. Raises ValueError (one line)."""
+    for name, value in values.items():
+        why = settings_definitions.problem(name, value)
+        if why:
+            raise ValueError(f"--{name.replace('_', '-')} {why}. Got: {settings_definitions.shown(value)}")
+    return dataclasses.replace(base, **values)
+
+
+def resolve_study(parser, argv, settings_class, smoke_class, default_results_dir, recipe):
+    """A study's command line resolved: (args, settings, config).
+
+    `settings` (a `settings_class`, or `smoke_class` with --smoke) and `config`
+    (the recipe's `Config`) take their values from, in rising order, the
+    dataclass's defaults or the recipe (with --smoke's changes), the --config
+    file, then the flags given; --smoke's results go to `smoke_dir(default)`
+    unless --results-dir says otherwise. A bad value exits 2 with one line."""
+    args = parser.parse_args(argv)
+    settings_values, recipe_values = {}, dict(recipe.smoke) if args.smoke else {}
+    if args.config:
+        try:
+            values = load_config(args.config, settings_class, extra_keys=recipe.flags)
+            given = {name: values.pop(name) for name in recipe.flags if name in values}
+            recipe_values.update(checked_values(given, Config, source=args.config))
+        except ConfigError as e:
+            parser.exit(2, f"error: {e}\n")
+        settings_values.update(values)
+    for field in dataclasses.fields(settings_class):
+        if hasattr(args, field.name):
+            settings_values[field.name] = getattr(args, field.name)
+    recipe_values.update({name: getattr(args, name) for name in recipe.flags if hasattr(args, name)})
+    try:
+        settings = (smoke_class if args.smoke else settings_class)(**settings_values)
+        config = recipe_config(recipe.config, recipe_values)
+    except (TypeError, ValueError) as e:  # the settings' own checks, then the recipe's (Config's)
+        parser.exit(2, f"error: {e}\n")
+    if args.smoke and args.results_dir == default_results_dir:
+        args.results_dir = smoke_dir(default_results_dir)
+    return args, settings, config
 
 
 def add_common_arguments(parser, default_results_dir, data=True, results_help=None, smoke_help=None):
@@ -182,21 +295,6 @@ def parse_seeds(text):
     return parse_list(text, int, "seeds", at_least=0)
 
 
-def check_common_settings(settings):
-    """The checks of the settings every study shares, where it has them: seeds
-    (a comma list), subset (a number of images > 0, or None for all) and target
-    (an accuracy in (0, 1], or None for the data's equivalent of DAWNBench's 94%).
-    Raises ValueError (one line); a study's `__post_init__` calls it."""
-    if hasattr(settings, "seeds"):
-        parse_seeds(settings.seeds)
-    subset = getattr(settings, "subset", None)
-    if subset is not None and subset <= 0:
-        raise ValueError(f"--subset: expected a number of training images > 0, got {subset}")
-    target = getattr(settings, "target", None)
-    if target is not None and not 0 < target <= 1:
-        raise ValueError(f"--target: expected a test accuracy in (0, 1], got {target}")
-
-
 def train_images(data, subset=None):
     """How many images a run trains on: the first `subset` of the training set, or all."""
     return min(subset or len(data.x_train), len(data.x_train))
@@ -298,14 +396,28 @@ def load_data(args, smoke_sizes=(512, 200)):
         raise SystemExit(2) from None
 
 
-def prepare_study_dir(study_dir, settings):
-    """Creates the study folder (or exits with one line) and saves the resolved settings."""
+def study_data(args, config, smoke_sizes=(512, 200)):
+    """The study's data (`load_data`), checked against the recipe's batch size
+    (`check_batch_size`: exits 2 with one line); prints its data line (`print_data`)."""
+    data = load_data(args, smoke_sizes)
+    try:
+        check_batch_size(config.batch_size, data, config.subset)
+    except ValueError as e:
+        fail(e)
+    print_data(data, config.subset)
+    return data
+
+
+def prepare_study_dir(study_dir, settings, recipe_values=None):
+    """Creates the study folder (or exits with one line) and saves the resolved
+    settings in config.json, with `recipe_values` (`StudyRecipe.values`): a
+    --config file that gives the study again."""
     try:
         study_dir = check_writable(study_dir)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    write_json_atomic(study_dir / "config.json", dataclasses.asdict(settings))
+    write_json_atomic(study_dir / "config.json", {**dataclasses.asdict(settings), **(recipe_values or {})})
     return study_dir
 
 

@@ -57,20 +57,20 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
-from davidnet.studies import (  # noqa: E402  (after the env var)
-    check_batch_size,
-    check_common_settings,
+from davidnet.config import Config  # noqa: E402  (after the env var; no Keras)
+from davidnet.studies import (  # noqa: E402
+    StudyRecipe,
+    add_recipe_arguments,
     check_reusable,
     dataset_label,
     fail,
-    load_data,
     mean_std,
     parse_list,
     parse_seeds,
     prepare_study_dir,
-    print_data,
-    resolve_study_settings,
+    resolve_study,
     run_study,
+    study_data,
     study_parser,
     subset_suffix,
     target_line,
@@ -78,20 +78,21 @@ from davidnet.studies import (  # noqa: E402  (after the env var)
     write_table,
 )
 
+# The baseline: DavidNet's DAWNBench recipe (experiments/davidnet.py), SGD, piecewise linear 0 -> lr -> 0,
+# with the recipe's weight decay kept in every configuration.
+RECIPE = StudyRecipe(
+    Config(verbose=0),  # each epoch prints its own line anyway
+    flags=("model", "width", "epochs", "batch_size", "lr", "weight_decay", "subset", "target", "verbose"),
+    smoke=dict(width=0.0625, epochs=2, batch_size=64),
+)
 COMPARISONS = ("norm", "augment", "regularisation", "optimizer")
 
 
 @dataclasses.dataclass
 class Settings:
-    """The baseline recipe and what each comparison changes in it."""
+    """What each comparison changes in the baseline."""
 
     only: str = ",".join(COMPARISONS)  # which comparisons to run
-    model: str = "davidnet"  # davidnet | resnet44
-    width: float = 1.0
-    epochs: int = 24
-    batch_size: int = 512
-    lr: float = 0.4  # the baseline's peak learning rate (SGD, piecewise linear 0 -> lr -> 0)
-    weight_decay: float = 5e-4  # kept in every configuration (PyTorch's coupled decay)
     # L1's pull (l1 per weight) is about the weight decay's (5e-4 x |w|) at DavidNet's
     # typical initial weights (|w| ~ 0.02); L2's (2 x l2 x w) doubles the decay.
     l1: float = 1e-5
@@ -99,14 +100,11 @@ class Settings:
     dropout: float = 0.2
     sgd_lrs: str = "0.1,0.4,1.6"  # SGD peak learning rates
     adam_lrs: str = "0.0003,0.001,0.003"  # Adam peak learning rates
-    subset: int | None = None  # the first N training images, for every configuration (None: all)
-    target: float | None = None  # test accuracy to time; None: the data's equivalent of DAWNBench's 94% (0.91 on the JPEG copy)
     seeds: str = "0"  # each configuration is trained once per seed; the table shows means
-    verbose: int = 0  # Keras progress bar (each epoch prints its own line anyway)
     tensorboard: bool = True  # write TensorBoard event logs for each run
 
     def __post_init__(self):
-        check_common_settings(self)
+        parse_seeds(self.seeds)
         comparisons(self)
 
 
@@ -114,9 +112,6 @@ class Settings:
 class SmokeSettings(Settings):
     """--smoke: the same study, tiny (flags and --config still win)."""
 
-    width: float = 0.0625
-    epochs: int = 2
-    batch_size: int = 64
     sgd_lrs: str = "0.4"  # the baseline itself: no extra run
     adam_lrs: str = "0.001"
 
@@ -125,21 +120,12 @@ SMOKE_SIZES = (256, 100)  # synthetic train / test images: 4 steps of 64 per epo
 
 HELP = {
     "only": f"comparisons to run, from {','.join(COMPARISONS)} (default: all)",
-    "model": "network: davidnet (ResNet-9) or resnet44",
-    "width": "channel multiplier (0.0625-0.25 for quick CPU runs)",
-    "epochs": "epochs per configuration",
-    "batch_size": "batch size",
-    "lr": "the baseline's peak learning rate (SGD)",
-    "weight_decay": "coupled weight decay of every configuration",
     "l1": "the L1 configuration's kernel regularisation",
     "l2": "the L2 configuration's kernel regularisation",
     "dropout": "the dropout configuration's rate before the classifier",
     "sgd_lrs": "SGD peak learning rates, e.g. 0.1,0.4",
     "adam_lrs": "Adam peak learning rates, e.g. 0.0003,0.001",
-    "subset": "train every configuration on the first N training images (default: all)",
-    "target": "test accuracy to time (default: the data's equivalent of DAWNBench's 94%: 0.94 on CIFAR-10, 0.91 on the JPEG copy)",
     "seeds": "random seeds, e.g. 0,1,2 (each configuration once per seed)",
-    "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
     "tensorboard": "TensorBoard event logs in each run's folder",
 }
 
@@ -153,20 +139,14 @@ def comparisons(s):
     )
 
 
-def configurations(s):
-    """[(name, comparison, Config)]: the baseline, then one changed thing per
-    configuration, each at the first seed (`runs_of` trains every seed). A
-    configuration equal to an earlier one (SGD at the baseline's learning rate)
-    is that one, trained once."""
-    from davidnet.config import Config
-
+def configurations(s, recipe):
+    """[(name, comparison, Config)]: the baseline (`recipe`), then one changed
+    thing per configuration, each at the first seed (`runs_of` trains every
+    seed). A configuration equal to an earlier one (SGD at the baseline's
+    learning rate) is that one, trained once."""
     only, sgd_lrs, adam_lrs = comparisons(s)
-    base = Config(
-        model=s.model, width=s.width, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-        weight_decay=s.weight_decay, target=s.target, seed=parse_seeds(s.seeds)[0], verbose=s.verbose,
-        subset=s.subset,
-    )
     change = dataclasses.replace
+    base = change(recipe, seed=parse_seeds(s.seeds)[0])
     candidates = [("baseline", "reference", base)]
     if "norm" in only:
         candidates.append(("no-batchnorm", "norm", change(base, batch_norm=False)))
@@ -199,41 +179,36 @@ def runs_of(configs, seeds):
     ]
 
 
-def planned_runs(settings):
+def planned_runs(settings, recipe):
     """[(run name, Config)]: what the study trains, in order. Raises ValueError (one line)."""
-    return runs_of(configurations(settings), parse_seeds(settings.seeds))
+    return runs_of(configurations(settings, recipe), parse_seeds(settings.seeds))
 
 
 def main(argv=None):
     parser = build_parser()
-    args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+    args, settings, recipe = resolve_study(parser, argv, Settings, SmokeSettings, RESULTS_DIR, RECIPE)
     seeds = parse_seeds(settings.seeds)
     try:
-        configs = configurations(settings)  # Config's own checks (e.g. dropout 1)
+        configs = configurations(settings, recipe)  # Config's own checks (e.g. dropout 1)
     except ValueError as e:
         fail(e)
     runs = runs_of(configs, seeds)
-    data = load_data(args, SMOKE_SIZES)
-    try:
-        check_batch_size(settings.batch_size, data, settings.subset)
-    except ValueError as e:
-        fail(e)
-    print_data(data, settings.subset)
+    data = study_data(args, recipe, SMOKE_SIZES)
     try:
         check_reusable(runs, args.results_dir, data)  # before config.json is overwritten
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    study_dir = prepare_study_dir(args.results_dir, settings)
+    study_dir = prepare_study_dir(args.results_dir, settings, RECIPE.values(recipe))
 
     results = run_study(runs, data, study_dir, train_fn=train_with_tensorboard if settings.tensorboard else train_in_fresh_session)
     groups = [results[i * len(seeds) : (i + 1) * len(seeds)] for i in range(len(configs))]
     rows = [table_row(name, comparison, group) for (name, comparison, _), group in zip(configs, groups)]
-    print(target_line(settings.target, data))
+    print(target_line(recipe.target, data))
     print(write_table(rows, COLUMNS, study_dir / "table.csv"))
-    network = {"davidnet": "DavidNet", "resnet44": "ResNet-44"}[settings.model] + (f" (width {settings.width:g})" if settings.width != 1 else "")
+    network = NETWORKS.get(recipe.model, recipe.model) + (f" (width {recipe.width:g})" if recipe.width != 1 else "")
     seeds_text = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
-    title = f"{network}, {settings.epochs} epochs, {seeds_text}\n{dataset_label(data, settings.subset)}"
+    title = f"{network}, {recipe.epochs} epochs, {seeds_text}\n{dataset_label(data, recipe.subset)}"
     plot_comparison(groups, [name for name, _, _ in configs], study_dir / "comparison.png", title, args.log_log)
     print(f"results: {study_dir}")
     return 0
@@ -245,10 +220,12 @@ def main(argv=None):
 RESULTS_DIR = "runs/ablations"  # --smoke: runs/ablations-smoke, so a smoke test never blocks the real study
 
 
+NETWORKS = {"davidnet": "DavidNet", "resnet9": "ResNet-9", "resnet44": "ResNet-44", "airbench94": "airbench94"}  # in plot titles
+
+
 def build_parser():
-    parser = study_parser(
-        "python -m experiments.ablations", __doc__, RESULTS_DIR, Settings, HELP, {"model": ("davidnet", "resnet44")}, SmokeSettings
-    )
+    parser = study_parser("python -m experiments.ablations", __doc__, RESULTS_DIR, Settings, HELP, smoke_class=SmokeSettings)
+    add_recipe_arguments(parser, RECIPE)
     parser.add_argument("--log-log", action="store_true", help="log-log axes in comparison.png")
     return parser
 

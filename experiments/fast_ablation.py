@@ -42,22 +42,37 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
-from davidnet.studies import (  # noqa: E402  (after the env var)
-    check_batch_size,
-    check_common_settings,
+from davidnet.config import Config  # noqa: E402  (after the env var; no Keras)
+from davidnet.config_files import load_config  # noqa: E402
+from davidnet.studies import (  # noqa: E402
+    StudyRecipe,
+    add_recipe_arguments,
     check_reusable,
     fail,
-    load_data,
     mean_std,
     parse_list,
     parse_seeds,
     prepare_study_dir,
-    print_data,
-    resolve_study_settings,
+    resolve_study,
     run_study,
+    study_data,
     study_parser,
     subset_suffix,
     write_table,
+)
+from experiments.davidnet import PRESETS  # noqa: E402
+
+
+def preset():
+    """The fast preset's Config (experiments/recipes/fast.toml)."""
+    return Config(**load_config(PRESETS["fast"], Config))
+
+
+# The baseline: the fast preset, quiet (each epoch prints its own line anyway).
+RECIPE = StudyRecipe(
+    dataclasses.replace(preset(), verbose=0),
+    flags=("epochs", "width", "batch_size", "subset", "verbose"),
+    smoke=dict(epochs=1, width=0.0625, batch_size=64),
 )
 
 # Each ingredient and the change that removes it from the preset.
@@ -81,18 +96,13 @@ INGREDIENTS = {
 
 @dataclasses.dataclass
 class Settings:
-    """What to run; everything else is the preset's."""
+    """What the study varies: the ingredients removed, and the seeds."""
 
     only: str = ",".join(INGREDIENTS)  # ingredients to ablate
     seeds: str = ",".join(map(str, range(10)))  # every configuration once per seed
-    epochs: int | None = None  # None: the preset's
-    width: float | None = None
-    batch_size: int | None = None
-    subset: int | None = None
-    verbose: int = 0
 
     def __post_init__(self):
-        check_common_settings(self)
+        parse_seeds(self.seeds)
         names(self.only)
 
 
@@ -102,20 +112,12 @@ class SmokeSettings(Settings):
 
     only: str = "muon,tta"
     seeds: str = "0"
-    epochs: int | None = 1
-    width: float | None = 0.0625
-    batch_size: int | None = 64
 
 
 SMOKE_SIZES = (256, 100)
 HELP = {
     "only": f"ingredients to ablate, from {','.join(INGREDIENTS)} ('': the preset alone; default: all)",
     "seeds": "random seeds, e.g. 0,1,2 (each configuration once per seed)",
-    "epochs": "epochs (default: the preset's)",
-    "width": "channel multiplier (default: the preset's 1)",
-    "batch_size": "batch size (default: the preset's)",
-    "subset": "train on the first N training images (default: all)",
-    "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
 }
 
 
@@ -124,19 +126,9 @@ def names(text):
     return parse_list(text, str, "only", choices=tuple(INGREDIENTS), allow_empty=True)
 
 
-def preset():
-    """The fast preset's Config."""
-    from davidnet.config_files import load_config
-    from davidnet.config import Config
-    from experiments.davidnet import PRESETS
-
-    return Config(**load_config(PRESETS["fast"], Config))
-
-
-def configurations(settings):
-    """[(name, Config)]: the preset, then one per ingredient, without it."""
-    overrides = {k: getattr(settings, k) for k in ("epochs", "width", "batch_size", "subset") if getattr(settings, k) is not None}
-    base = dataclasses.replace(preset(), verbose=settings.verbose, **overrides)
+def configurations(settings, recipe):
+    """[(name, Config)]: the preset (`recipe`), then one per ingredient, without it."""
+    base = recipe
     configs = [("preset", base)]
     for name in names(settings.only):
         sign = "+" if name == "lookahead" else "-"
@@ -154,9 +146,9 @@ def runs_of(configs, seeds):
     ]
 
 
-def planned_runs(settings):
+def planned_runs(settings, recipe):
     """[(run name, Config)]: what the study trains, in order. Raises ValueError (one line)."""
-    return runs_of(configurations(settings), parse_seeds(settings.seeds))
+    return runs_of(configurations(settings, recipe), parse_seeds(settings.seeds))
 
 
 def accuracy_and_time(results):
@@ -194,31 +186,27 @@ RESULTS_DIR = "runs/fast-ablation"
 
 
 def build_parser():
-    return study_parser("python -m experiments.fast_ablation", __doc__, RESULTS_DIR, Settings, HELP, smoke_class=SmokeSettings)
+    parser = study_parser("python -m experiments.fast_ablation", __doc__, RESULTS_DIR, Settings, HELP, smoke_class=SmokeSettings)
+    add_recipe_arguments(parser, RECIPE)
+    return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+    args, settings, recipe = resolve_study(parser, argv, Settings, SmokeSettings, RESULTS_DIR, RECIPE)
     seeds = parse_seeds(settings.seeds)
     try:
-        configs = configurations(settings)
+        configs = configurations(settings, recipe)
     except ValueError as e:
         fail(e)
-    data = load_data(args, SMOKE_SIZES)
-    base = configs[0][1]
-    try:
-        check_batch_size(base.batch_size, data, base.subset)
-    except ValueError as e:
-        fail(e)
-    print_data(data, base.subset)
+    data = study_data(args, recipe, SMOKE_SIZES)
     runs = runs_of(configs, seeds)
     try:
         check_reusable(runs, args.results_dir, data)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    study_dir = prepare_study_dir(args.results_dir, settings)
+    study_dir = prepare_study_dir(args.results_dir, settings, RECIPE.values(recipe))
     results = run_study(runs, data, study_dir)
     print(write_table(table_rows(configs, results, seeds), COLUMNS, study_dir / "table.csv"))
     print(f"results: {study_dir}")

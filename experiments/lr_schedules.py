@@ -49,17 +49,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import keras  # noqa: E402  (after the env var)
 import numpy as np  # noqa: E402
 
-from davidnet import models, schedules, studies  # noqa: E402
+from davidnet import schedules, studies  # noqa: E402
 from davidnet.results import write_json_atomic  # noqa: E402
 from davidnet.builders import assemble_run, build_schedule, set_precision  # noqa: E402
 from davidnet.config import SCHEDULES, Config  # noqa: E402
 
+# Every run: DavidNet's recipe (experiments/davidnet.py) with its cell's schedule and peak LR (`run_config`).
+RECIPE = studies.StudyRecipe(
+    Config(
+        gamma=0.999,  # exp_range: amplitude x gamma per iteration (~0.1 after 24 epochs of 97 steps)
+        milestones="",  # step: LR x 0.1 at these epochs; "": half and three quarters of the run
+        verbose=0,  # one line per epoch from the training engine is enough in a sweep
+        save_model=False,  # dozens of runs: keep the numbers, not the weights
+    ),
+    flags=("model", "width", "epochs", "batch_size", "optimizer", "base_lr", "gamma", "pct_start", "milestones", "target", "subset"),
+    smoke=dict(width=0.125, epochs=2, batch_size=32, target=0.5),  # batch 32: 16 steps an epoch, for batch norm's averages to settle
+    shown=dict(milestones="1/2 and 3/4 of the epochs"),
+)
 CYCLIC = ("triangular", "triangular2", "exp_range", "custom")
 
 
 @dataclasses.dataclass
 class Settings:
-    """The study. Lists are comma-separated strings, on the command line and in config files."""
+    """What the study varies. Lists are comma-separated strings, on the command line and in config files."""
 
     # The grid
     schedules: str = "piecewise,step,triangular,triangular2,exp_range,onecycle"  # and "custom" (needs scale_fn)
@@ -67,18 +79,6 @@ class Settings:
     step_sizes: str = ""  # cyclic half-cycles in iterations; "" = 2 epochs
     scale_fn: str | None = None  # "custom": amplitude scale of the cycle number x, e.g. "0.5*(1+sin(x*pi/2.5))"
     seeds: str = "0,1,2"  # every cell once per seed
-    # Every run: DavidNet's recipe (davidnet.training.Config) unless set here
-    model: str = "davidnet"  # davidnet | resnet44
-    width: float = 1.0
-    epochs: int = 24
-    batch_size: int = 512
-    optimizer: str = "sgd"  # sgd (Nesterov) | adam
-    base_lr: float = 0.0  # cyclic: lower bound
-    gamma: float = 0.999  # exp_range: amplitude x gamma per iteration (~0.1 after 24 epochs of 97 steps)
-    pct_start: float = 0.25  # onecycle: warm-up fraction
-    milestones: str = ""  # step: LR x 0.1 at these epochs; "" = half and three quarters of the run
-    target: float | None = None  # None: the data's equivalent of DAWNBench's 94% (0.91 on the JPEG copy of CIFAR-10)
-    subset: int | None = None  # first N training images (None: all)
     # The range test
     range_min_lr: float = 1e-4
     range_max_lr: float = 10.0
@@ -98,34 +98,25 @@ class SmokeSettings(Settings):
     lrs: str = "0.4"
     step_sizes: str = "8"
     seeds: str = "0,1"
-    width: float = 0.125
-    epochs: int = 2
-    batch_size: int = 32  # 16 steps an epoch: enough for batch norm's moving averages to settle
-    target: float = 0.5
     range_steps: int = 30
     range_smoothing: float = 0.8
 
 
 def main(argv=None):
     parser = build_parser()
-    args, settings = studies.resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+    args, settings, recipe = studies.resolve_study(parser, argv, Settings, SmokeSettings, RESULTS_DIR, RECIPE)
     try:
-        plan = [] if args.range_test else sweep_plan(settings)
-        runs = runs_of(settings, plan)
+        plan = [] if args.range_test else sweep_plan(settings, recipe)
+        runs = runs_of(recipe, plan)
         studies.check_reusable(runs, args.results_dir)  # before loading data: fail fast
     except ValueError as e:
         studies.fail(e)
 
-    data = studies.load_data(args)
-    try:
-        studies.check_batch_size(settings.batch_size, data, settings.subset)
-    except ValueError as e:
-        studies.fail(e)
-    studies.print_data(data, settings.subset)
-
+    data = studies.study_data(args, recipe)
     if args.range_test:
-        return range_test(settings, data, studies.prepare_study_dir(Path(args.results_dir) / "range-test", settings))
-    sweep(settings, plan, runs, data, studies.prepare_study_dir(args.results_dir, settings), args.dry_run)
+        out_dir = studies.prepare_study_dir(Path(args.results_dir) / "range-test", settings, RECIPE.values(recipe))
+        return range_test(settings, recipe, data, out_dir)
+    sweep(settings, recipe, plan, runs, data, studies.prepare_study_dir(args.results_dir, settings, RECIPE.values(recipe)), args.dry_run)
     return 0
 
 
@@ -192,10 +183,10 @@ class LRRangeTest(schedules.LearningRateCallback):
             self.model.stop_training = True
 
 
-def range_test(settings, data, out_dir):
+def range_test(settings, recipe, data, out_dir):
     """Runs the LR range test on the study's first seed and writes its files; returns the exit code."""
     # The recipe's model and optimizer; the schedule is the test's own, so the cell's does not matter.
-    config = run_config(settings, Cell("piecewise", settings.range_min_lr), studies.parse_seeds(settings.seeds)[0])
+    config = run_config(recipe, Cell("piecewise", settings.range_min_lr), studies.parse_seeds(settings.seeds)[0])
     keras.utils.set_random_seed(config.seed)
     set_precision(config.precision)
     # The run's own model, optimizer, loss (label smoothing included) and feed;
@@ -303,7 +294,7 @@ class Cell:
         return f"{self.schedule} {self.params}"
 
 
-def grid(settings):
+def grid(settings, recipe):
     """The cells: each schedule x each LR (x each step size if cyclic). Raises ValueError for a bad grid."""
     names = studies.parse_list(settings.schedules, str, "schedules", choices=(*SCHEDULES, "custom"))
     if settings.scale_fn and "custom" not in names:
@@ -324,60 +315,48 @@ def grid(settings):
         for step_size in (step_sizes if name in CYCLIC else [None])
     ]
     for cell in cells:  # the recipe's own checks (milestones, LRs), before any data is loaded
-        build_schedule(run_config(settings, cell, 0), steps_per_epoch=1)
+        build_schedule(run_config(recipe, cell, 0), steps_per_epoch=1)
     return cells
 
 
-def sweep_plan(settings):
+def sweep_plan(settings, recipe):
     """[(cell, seed)]: every cell of the grid once per seed. Raises ValueError (one line)."""
-    return [(cell, seed) for cell in grid(settings) for seed in studies.parse_seeds(settings.seeds)]
+    return [(cell, seed) for cell in grid(settings, recipe) for seed in studies.parse_seeds(settings.seeds)]
 
 
-def runs_of(settings, plan):
+def runs_of(recipe, plan):
     """[(run name, Config)] of the (cell, seed)s of `plan`: <cell>-seed<S> (then
     -subset<N> if any, so whole-set and part-set runs can share a folder)."""
-    return [(f"{cell.name}-seed{seed}{studies.subset_suffix(settings.subset)}", run_config(settings, cell, seed)) for cell, seed in plan]
+    return [(f"{cell.name}-seed{seed}{studies.subset_suffix(recipe.subset)}", run_config(recipe, cell, seed)) for cell, seed in plan]
 
 
-def planned_runs(settings):
+def planned_runs(settings, recipe):
     """[(run name, Config)]: what the sweep trains, in order. Raises ValueError (one line)."""
-    return runs_of(settings, sweep_plan(settings))
+    return runs_of(recipe, sweep_plan(settings, recipe))
 
 
-def run_config(settings, cell, seed):
-    """A run's `Config`: DavidNet's recipe with the study's settings and the cell's schedule."""
-    epochs = settings.epochs
-    return Config(
-        model=settings.model,
-        width=settings.width,
-        epochs=epochs,
-        batch_size=settings.batch_size,
-        optimizer=settings.optimizer,
+def run_config(recipe, cell, seed):
+    """A run's `Config`: the recipe with the cell's schedule and peak learning rate."""
+    return dataclasses.replace(
+        recipe,
         lr=cell.lr,
         schedule="triangular" if cell.schedule == "custom" else cell.schedule,
         scale_fn=cell.scale_fn,
         step_size=cell.step_size,
-        base_lr=settings.base_lr,
-        gamma=settings.gamma,
-        pct_start=settings.pct_start,
-        milestones=settings.milestones or f"{epochs / 2:g},{epochs * 3 / 4:g}",
-        target=settings.target,
-        subset=settings.subset,
+        milestones=recipe.milestones or f"{recipe.epochs / 2:g},{recipe.epochs * 3 / 4:g}",
         seed=seed,
-        verbose=0,  # one line per epoch from the training engine is enough in a sweep
-        save_model=False,  # dozens of runs: keep the numbers, not the weights
     )
 
 
-def sweep(settings, plan, runs, data, study_dir, dry_run=False):
+def sweep(settings, recipe, plan, runs, data, study_dir, dry_run=False):
     """Plots the grid's schedules, trains `runs` (run i is `plan[i]`, a (cell, seed)) and writes the table."""
     if settings.scale_fn and "custom" not in studies.parse_list(settings.schedules, str, "schedules"):
         print('note: --scale-fn adds the "custom" schedule to the grid')
     cells = list(dict.fromkeys(cell for cell, _ in plan))
-    steps_per_epoch = studies.train_images(data, settings.subset) // settings.batch_size
+    steps_per_epoch = studies.train_images(data, recipe.subset) // recipe.batch_size
     schedules.plot_schedules(
-        {cell.label: build_schedule(run_config(settings, cell, 0), steps_per_epoch) for cell in cells},
-        settings.epochs * steps_per_epoch,
+        {cell.label: build_schedule(run_config(recipe, cell, 0), steps_per_epoch) for cell in cells},
+        recipe.epochs * steps_per_epoch,
         study_dir / "lr_schedules.png",
     )
     if dry_run:
@@ -385,11 +364,11 @@ def sweep(settings, plan, runs, data, study_dir, dry_run=False):
         return
     results = studies.run_study(runs, data, study_dir)
     rows = table_rows(cells, [cell for cell, _ in plan], results)
-    print(studies.target_line(settings.target, data))
+    print(studies.target_line(recipe.target, data))
     print(studies.write_table(rows, COLUMNS, study_dir / "table.csv"))
     print(
         f"final_acc: test accuracy after the last epoch; s_to_target: training seconds (evaluation and the "
-        f"first, compiling step excluded) to test accuracy {studies.resolved_target(settings.target, data):g}, "
+        f"first, compiling step excluded) to test accuracy {studies.resolved_target(recipe.target, data):g}, "
         "over the seeds that reached it"
     )
     print(f"results: {study_dir}/table.csv, {study_dir}/lr_schedules.png, {study_dir}/runs/")
@@ -427,17 +406,6 @@ FLAG_HELP = {
     "step_sizes": "comma-separated cyclic half-cycles in iterations ('' = 2 epochs)",
     "scale_fn": "adds the 'custom' schedule: triangular cycles scaled by this function of the cycle number x",
     "seeds": "random seeds, e.g. 0,1,2 (every cell once per seed)",
-    "model": "network: davidnet (ResNet-9) or resnet44",
-    "width": "channel multiplier (e.g. 0.25 for quick CPU runs)",
-    "epochs": "training epochs of every run",
-    "batch_size": "batch size",
-    "optimizer": "sgd (Nesterov) or adam",
-    "base_lr": "cyclic: lower learning rate",
-    "gamma": "exp_range: amplitude decay per iteration",
-    "pct_start": "onecycle: fraction of the steps spent warming up",
-    "milestones": "step: epochs where the LR is divided by 10 ('' = 1/2 and 3/4 of the run)",
-    "target": "test accuracy whose seconds are reported (default: the data's equivalent of DAWNBench's 94%: 0.94 on CIFAR-10, 0.91 on the JPEG copy)",
-    "subset": "train on the first N training images (default: all)",
     "range_min_lr": "range test: first learning rate",
     "range_max_lr": "range test: last learning rate",
     "range_steps": "range test: batches from the first to the last learning rate",
@@ -453,6 +421,7 @@ def build_parser():
     parser = studies.study_parser(
         "python -m experiments.lr_schedules", __doc__, RESULTS_DIR, Settings, FLAG_HELP, smoke_class=SmokeSettings
     )
+    studies.add_recipe_arguments(parser, RECIPE)
     parser.add_argument("--range-test", action="store_true", help="run the LR range test instead of the sweep (into <results-dir>/range-test)")
     parser.add_argument("--dry-run", action="store_true", help="sweep: list the runs and plot the schedules, train nothing")
     return parser
@@ -461,13 +430,10 @@ def build_parser():
 def check_settings(settings):
     """Raises ValueError (one line) for settings no run could use, from flags or a config file."""
     s = settings
-    studies.check_common_settings(s)
+    studies.parse_seeds(s.seeds)
     studies.parse_list(s.lrs, float, "lrs", above=0)
     studies.parse_list(s.step_sizes, int, "step_sizes", above=0, allow_empty=True)
     problems = [
-        (s.model not in models.MODELS, f"--model: expected one of {', '.join(models.MODELS)}, got {s.model!r}"),
-        (s.optimizer not in ("sgd", "adam"), f"--optimizer: expected sgd or adam, got {s.optimizer!r}"),
-        (min(s.width, s.epochs, s.batch_size) <= 0, "--width, --epochs and --batch-size must be > 0"),
         (not 0 < s.range_min_lr < s.range_max_lr, f"--range-min-lr must be > 0 and below --range-max-lr, got {s.range_min_lr:g} and {s.range_max_lr:g}"),
         (s.range_steps < 2, f"--range-steps must be at least 2, got {s.range_steps}"),
         (not 0 <= s.range_smoothing < 1, f"--range-smoothing must be in [0, 1), got {s.range_smoothing}"),

@@ -60,52 +60,58 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
-from davidnet.studies import (  # noqa: E402  (after the env var)
-    check_batch_size,
-    check_common_settings,
+from davidnet.config import Config  # noqa: E402  (after the env var; no Keras)
+from davidnet.studies import (  # noqa: E402
+    StudyRecipe,
+    add_recipe_arguments,
     check_reusable,
     dataset_label,
     fail,
-    load_data,
     mean_std,
     parse_list,
     parse_seeds,
     prepare_study_dir,
-    print_data,
-    resolve_study_settings,
+    resolve_study,
     run_study,
+    study_data,
     study_parser,
     subset_suffix,
     target_line,
     write_table,
 )
 
+# He et al.'s ResNet-44 as Hoffer et al.'s code trains it; each run adds its M copies (`run_config`).
+RECIPE = StudyRecipe(
+    Config(
+        model="resnet44",
+        epochs=164,  # He et al.: 64k iterations of batch 128 on 50k images
+        batch_size=64,  # samples per step, before the M copies
+        optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
+        lr_in_buffer=False,  # torch.optim.SGD
+        weight_decay=1e-4, weight_decay_kernels_only=True,  # coupled L2 on the kernels, as He et al. and Hoffer et al.
+        schedule="step", decay=0.1,
+        milestones="",  # "": Hoffer et al.'s 81 and 122 of 164 epochs, scaled to the epochs (`lr_milestones`)
+        lr_step_offset=0,  # the regime changes between epochs
+        crop_padding=4, crop_mode="constant",  # zero padding (after normalising) before the random crop
+        cutout=16, cutout_mode="centre",  # the copies' cutout (Hoffer et al.'s code: 1 hole, 16 px, clipped at the border)
+        verbose=0,  # each epoch prints its own line anyway
+    ),
+    flags=("epochs", "milestones", "batch_size", "lr", "momentum", "weight_decay", "zero_init_residual",
+           "crop_padding", "cutout", "width", "target", "subset", "verbose"),
+    smoke=dict(epochs=2, width=0.125),
+    shown=dict(milestones="81/164 and 122/164 of the epochs, Hoffer et al.'s regime"),
+)
+
 
 @dataclasses.dataclass
 class Settings:
-    """The study: He et al.'s ResNet-44 recipe, with M batch-augmentation copies."""
+    """What the study varies: the copies M, and the seeds."""
 
     m_values: str = "0,2,4,8,16,32"  # M: 0 = He et al. only; 1 = + cutout; >= 2 = M copies with cutout
-    epochs: int = 164  # He et al.: 64k iterations of batch 128 on 50k images
-    milestones: str = ""  # learning rate / 10 at these epochs; "" = Hoffer et al.'s 81 and 122 of 164, scaled to the epochs
-    batch_size: int = 64  # samples per step, before the M copies
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # coupled L2 on the kernels, as He et al. and Hoffer et al.
-    zero_init_residual: bool = False  # each block's last batch-norm scale starts at 0 (Hoffer et al.'s code)
-    crop_padding: int = 4  # zero padding ("constant") before the random crop
-    cutout: int = 16  # cutout side of the copies (Hoffer et al.'s code: 1 hole, 16 px)
-    width: float = 1.0  # channel multiplier: 16/32/64 channels at 1
-    target: float | None = None  # validation accuracy to time; None: the data's equivalent of DAWNBench's 94% (0.91 on the JPEG copy)
     seeds: str = "0"  # one run per M and seed; the table shows means
-    subset: int | None = None  # the first N training images, for quick runs (None: all)
-    verbose: int = 0  # Keras progress bar (each epoch prints its own line anyway)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "width"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0. Got: {getattr(self, name)}")
-        check_common_settings(self)
+        parse_seeds(self.seeds)
         parse_m_values(self)
 
 
@@ -114,28 +120,13 @@ class SmokeSettings(Settings):
     """--smoke: the same study, tiny (flags and --config still win)."""
 
     m_values: str = "0,2"
-    epochs: int = 2
-    width: float = 0.125
 
 
 SMOKE_SIZES = (256, 100)  # synthetic train / test images: 4 steps of 64 per epoch
 
 HELP = {
     "m_values": "batch-augmentation copies M to compare, e.g. 0,2,4 (0: He et al. only; 1: + cutout; >= 2: M copies with cutout)",
-    "epochs": "epochs per run",
-    "milestones": "epochs at which the learning rate is divided by 10, e.g. 81,122 (default: 81/164 and 122/164 of the epochs, Hoffer et al.'s regime)",
-    "batch_size": "samples per step before the M copies",
-    "lr": "initial learning rate",
-    "momentum": "SGD momentum (plain, as He et al.)",
-    "weight_decay": "coupled weight decay of the conv and dense kernels",
-    "zero_init_residual": "start each residual block's last batch-norm scale at 0 (Hoffer et al.'s code)",
-    "crop_padding": "zero padding before the random crop (0: no crop)",
-    "cutout": "cutout square side for M >= 1 (0: off)",
-    "width": "channel multiplier (0.125 for quick CPU runs)",
-    "target": "validation accuracy to time (default: the data's equivalent of DAWNBench's 94%: 0.94 on CIFAR-10, 0.91 on the JPEG copy)",
     "seeds": "random seeds, e.g. 0,1,2 (one run per M and seed)",
-    "subset": "train on the first N training images, e.g. 5000 for a quick look (default: all)",
-    "verbose": "Keras progress bar: 0 none, 1 bar, 2 a line per epoch",
 }
 
 
@@ -144,89 +135,52 @@ def parse_m_values(settings):
     return parse_list(settings.m_values, int, "m_values", at_least=0)
 
 
-def lr_milestones(settings):
+def lr_milestones(recipe):
     """Hoffer et al.'s regime (lr / 10 after epochs 81 and 122 of 164), scaled to the run, unless given."""
-    return settings.milestones or f"{settings.epochs * 81 / 164:g},{settings.epochs * 122 / 164:g}"
+    return recipe.milestones or f"{recipe.epochs * 81 / 164:g},{recipe.epochs * 122 / 164:g}"
 
 
-def run_config(settings, m, seed):
-    """One run's `Config`: the recipe with M copies, on `settings.subset` images."""
-    from davidnet.config import Config
-
-    s = settings
-    return Config(
-        model="resnet44",
-        width=s.width,
-        epochs=s.epochs,
-        batch_size=s.batch_size,
-        optimizer="sgd",
-        lr=s.lr,
-        momentum=s.momentum,
-        nesterov=False,
-        lr_in_buffer=False,  # torch.optim.SGD
-        weight_decay=s.weight_decay,
-        weight_decay_kernels_only=True,
-        zero_init_residual=s.zero_init_residual,
-        schedule="step",
-        lr_step_offset=0,  # the regime changes between epochs
-        milestones=lr_milestones(s),
-        decay=0.1,
-        crop_padding=s.crop_padding,
-        crop_mode="constant",
-        flip=True,
-        cutout=s.cutout if m >= 1 else 0,
-        cutout_mode="centre",
-        copies=max(m, 1),
-        target=s.target,
-        seed=seed,
-        subset=s.subset,
-        verbose=s.verbose,
-    )
+def run_config(recipe, m, seed):
+    """One run's `Config`: the recipe with M copies (and its cutout from M = 1 on)."""
+    cutout = recipe.cutout if m >= 1 else 0
+    return dataclasses.replace(recipe, milestones=lr_milestones(recipe), cutout=cutout, copies=max(m, 1), seed=seed)
 
 
-def runs_of(settings, copies, seeds):
+def runs_of(recipe, copies, seeds):
     """[(run name, Config)]: one run per M and seed, m<M>-seed<S> (then -subset<N> if any,
     so whole-set and part-set runs can share a folder)."""
-    return [(f"m{m}-seed{seed}{subset_suffix(settings.subset)}", run_config(settings, m, seed)) for m in copies for seed in seeds]
+    return [(f"m{m}-seed{seed}{subset_suffix(recipe.subset)}", run_config(recipe, m, seed)) for m in copies for seed in seeds]
 
 
-def planned_runs(settings):
+def planned_runs(settings, recipe):
     """[(run name, Config)]: what the study trains, in order. Raises ValueError (one line)."""
-    return runs_of(settings, parse_m_values(settings), parse_seeds(settings.seeds))
+    return runs_of(recipe, parse_m_values(settings), parse_seeds(settings.seeds))
 
 
 def main(argv=None):
     parser = build_parser()
-    args, settings = resolve_study_settings(parser, argv, Settings, SmokeSettings, RESULTS_DIR)
+    args, settings, recipe = resolve_study(parser, argv, Settings, SmokeSettings, RESULTS_DIR, RECIPE)
     copies, seeds = parse_m_values(settings), parse_seeds(settings.seeds)
     try:
-        from davidnet.config import parse_milestones
-
-        parse_milestones(lr_milestones(settings), settings.epochs)
+        runs = runs_of(recipe, copies, seeds)  # Config's own checks (e.g. milestones past the epochs)
     except ValueError as e:
         fail(e)
 
-    data = load_data(args, SMOKE_SIZES)
-    try:
-        check_batch_size(settings.batch_size, data, settings.subset)
-        runs = runs_of(settings, copies, seeds)  # Config's own checks (e.g. a negative cutout)
-    except ValueError as e:
-        fail(e)
-    print_data(data, settings.subset)
+    data = study_data(args, recipe, SMOKE_SIZES)
     try:
         check_reusable(runs, args.results_dir, data)  # before config.json is overwritten
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    study_dir = prepare_study_dir(args.results_dir, settings)
+    study_dir = prepare_study_dir(args.results_dir, settings, RECIPE.values(recipe))
 
     results = run_study(runs, data, study_dir)
 
     rows = table_rows(copies, results)
-    print(target_line(settings.target, data))
+    print(target_line(recipe.target, data))
     print(write_table(rows, COLUMNS, study_dir / "table.csv"))
-    network = "ResNet-44" + (f" (width {settings.width:g})" if settings.width != 1 else "")
-    title = f"{network}, {settings.epochs} epochs, {len(seeds)} seed{'s' * (len(seeds) > 1)}\n{dataset_label(data, settings.subset)}"
+    network = "ResNet-44" + (f" (width {recipe.width:g})" if recipe.width != 1 else "")
+    title = f"{network}, {recipe.epochs} epochs, {len(seeds)} seed{'s' * (len(seeds) > 1)}\n{dataset_label(data, recipe.subset)}"
     plot_validation_error(copies, results, study_dir / "validation_error.png", title)
     print(f"results: {study_dir}")
     return 0
@@ -239,7 +193,9 @@ RESULTS_DIR = "runs/resnet44"  # --smoke: runs/resnet44-smoke, so a smoke test n
 
 
 def build_parser():
-    return study_parser("python -m experiments.resnet44", __doc__, RESULTS_DIR, Settings, HELP, smoke_class=SmokeSettings)
+    parser = study_parser("python -m experiments.resnet44", __doc__, RESULTS_DIR, Settings, HELP, smoke_class=SmokeSettings)
+    add_recipe_arguments(parser, RECIPE)
+    return parser
 
 
 # ---------------------------------------------------------------- table and plot

@@ -30,7 +30,7 @@ def test_smoke_study_tables_every_configuration_and_skips_finished_runs(tmp_path
 
 
 def test_each_configuration_removes_one_ingredient_from_the_preset():
-    configs = dict(fast_ablation.configurations(fast_ablation.Settings(seeds="0")))
+    configs = dict(fast_ablation.configurations(fast_ablation.Settings(seeds="0"), fast_ablation.RECIPE.config))
     base = configs.pop("preset")
     assert base.model == "airbench94" and base.optimizer == "muon" and base.tta == 2
     assert len(configs) == len(fast_ablation.INGREDIENTS)
@@ -53,4 +53,4 @@ def test_an_unknown_ingredient_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_only_nothing_is_the_preset_alone():
-    assert [name for name, _ in fast_ablation.configurations(fast_ablation.Settings(only="", seeds="0"))] == ["preset"]
+    assert [name for name, _ in fast_ablation.configurations(fast_ablation.Settings(only="", seeds="0"), fast_ablation.RECIPE.config)] == ["preset"]

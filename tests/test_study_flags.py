@@ -35,8 +35,13 @@ SMOKE = {
 
 
 def parse(study, *argv):
-    """(args, settings) as the study's main resolves them."""
-    return studies.resolve_study_settings(study.build_parser(), list(argv), study.Settings, study.SmokeSettings, study.RESULTS_DIR)
+    """(args, settings, recipe) as the study's main resolves them."""
+    return studies.resolve_study(study.build_parser(), list(argv), study.Settings, study.SmokeSettings, study.RESULTS_DIR, study.RECIPE)
+
+
+def planned_runs(study, parsed):
+    _, settings, recipe = parsed
+    return study.planned_runs(settings, recipe)
 
 
 def read_table(path):
@@ -144,13 +149,11 @@ def test_a_jpeg_copy_study_prints_the_note_once_and_the_resolved_target(fake_tra
 
 @pytest.mark.parametrize("study", TRAINING_STUDIES, ids=IDS)
 def test_seeds_and_subset_parse_to_the_planned_runs(study):
-    _, settings = parse(study, "--seeds", "3,1", "--subset", "5000")
-    runs = study.planned_runs(settings)
+    runs = planned_runs(study, parse(study, "--seeds", "3,1", "--subset", "5000"))
     assert runs and all(config.subset == 5000 for _, config in runs)
     assert [config.seed for _, config in runs] == [3, 1] * (len(runs) // 2)
     assert all(name.endswith(f"-seed{config.seed}-subset5000") for name, config in runs)
-    _, settings = parse(study)
-    assert all(config.subset is None and "subset" not in name for name, config in study.planned_runs(settings))
+    assert all(config.subset is None and "subset" not in name for name, config in planned_runs(study, parse(study)))
 
 
 def test_default_seeds_stay_what_they_were():
@@ -176,7 +179,7 @@ def test_subset_must_be_positive_and_fraction_is_gone(study, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         study.main(["--smoke", "--subset", "0", "--results-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and len(err) == 1 and "--subset: expected a number of training images > 0" in err[0]
+    assert exit_info.value.code == 2 and err == ["error: --subset must be > 0 and <= 100000000. Got: 0"]  # Config's own check
     with pytest.raises(SystemExit) as exit_info:
         parse(study, "--fraction", "0.5")
     assert exit_info.value.code == 2 and "unrecognized arguments: --fraction" in capsys.readouterr().err
@@ -193,8 +196,10 @@ def test_a_batch_larger_than_the_subset_is_one_line_and_exit_2(study, fake_train
 
 @pytest.mark.parametrize("study", [*TRAINING_STUDIES, augmentations], ids=[*IDS, "augmentations"])
 def test_smoke_results_go_to_the_default_dash_smoke_unless_given(study):
-    smoke_class = getattr(study, "SmokeSettings", study.Settings)
-    resolve = lambda *argv: studies.resolve_study_settings(study.build_parser(), list(argv), study.Settings, smoke_class, study.RESULTS_DIR)[0]  # noqa: E731
+    if hasattr(study, "RECIPE"):
+        resolve = lambda *argv: parse(study, *argv)[0]  # noqa: E731
+    else:
+        resolve = lambda *argv: studies.resolve_study_settings(study.build_parser(), list(argv), study.Settings, study.Settings, study.RESULTS_DIR)[0]  # noqa: E731
     assert resolve().results_dir == study.RESULTS_DIR
     assert resolve("--smoke").results_dir == study.RESULTS_DIR + "-smoke"
     assert resolve("--smoke", "--results-dir", "elsewhere").results_dir == "elsewhere"
@@ -239,8 +244,32 @@ def test_help_names_the_smoke_default_where_it_differs():
     seeds = next(a for a in lr_schedules.build_parser()._actions if "--seeds" in a.option_strings)
     assert seeds.help.endswith("(default: 0,1,2; --smoke: 0,1)")
     epochs = next(a for a in fast_ablation.build_parser()._actions if "--epochs" in a.option_strings)
-    assert epochs.help == "epochs (default: the preset's; --smoke: 1)"
+    assert epochs.help == "training epochs (default: 8; --smoke: 1)"  # the preset's 8, from the study's recipe
     assert "94%" in ablations.build_parser().format_help()  # a literal % in a help text is escaped for argparse
+
+
+@pytest.mark.parametrize("study", TRAINING_STUDIES, ids=IDS)
+def test_recipe_flags_take_their_help_and_checks_from_config(study, tmp_path, capsys):
+    from davidnet import config
+
+    recipe = study.RECIPE
+    actions = {a.dest: a for a in study.build_parser()._actions}
+    for name in recipe.flags:
+        assert actions[name].help.startswith(config.help_text(name).replace("%", "%%") + " (default: "), name
+        assert actions[name].choices == config.FIELDS[name].metadata["choices"], name
+    # Defaults are the study's recipe (and --smoke's changes); a --config file's recipe settings win, flags win over it.
+    _, _, plain = parse(study)
+    assert plain == recipe.config
+    _, _, smoke = parse(study, "--smoke")
+    assert smoke == dataclasses.replace(recipe.config, **recipe.smoke)
+    path = tmp_path / "study.toml"
+    path.write_text("epochs = 3\nsubset = 3000\n")
+    _, _, given = parse(study, "--config", str(path), "--subset", "4000")
+    assert (given.epochs, given.subset) == (3, 4000)
+    path.write_text("epochs = -3\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse(study, "--config", str(path))
+    assert exit_info.value.code == 2 and capsys.readouterr().err == "error: --epochs must be > 0 and <= 10000. Got: -3\n"
 
 
 # --- the shared helpers ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ with one block per stage) under the "resnet44" name.
 """
 
 import csv
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -118,7 +119,7 @@ def test_unknown_config_keys_exit_2(tmp_path, capsys):
 
 
 def test_ablations_configurations_change_one_thing_each():
-    configs = ablations.configurations(ablations.Settings())
+    configs = ablations.configurations(ablations.Settings(), ablations.RECIPE.config)
     names = [name for name, _, _ in configs]
     assert names == [
         "baseline", "no-batchnorm", "no-augmentation", "l1-1e-05", "l2-0.00025", "dropout-0.2",
@@ -129,7 +130,7 @@ def test_ablations_configurations_change_one_thing_each():
     assert changed["no-batchnorm"] == {"batch_norm"}
     assert changed["no-augmentation"] == {"crop_padding", "flip", "cutout"}
     assert changed["adam-lr0.001"] == {"optimizer", "lr"}
-    half = ablations.planned_runs(ablations.Settings(only="norm", subset=25000))
+    half = ablations.planned_runs(ablations.Settings(only="norm"), dataclasses.replace(ablations.RECIPE.config, subset=25000))
     assert [(name, config.subset) for name, config in half] == [("baseline-seed0-subset25000", 25000), ("no-batchnorm-seed0-subset25000", 25000)]
 
 
