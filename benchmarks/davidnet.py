@@ -47,6 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import keras  # noqa: E402  (after the env var)
 from keras import ops  # noqa: E402
 
+from davidnet import cli  # noqa: E402
 from davidnet.config import CHOICES, Config  # noqa: E402
 from davidnet.studies import check_batch_size, print_data  # noqa: E402
 
@@ -69,7 +70,7 @@ STAT_KEYS = ("final_accuracy", "train_s", "seconds_to_target", "compile_s", "eva
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.davidnet", description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m benchmarks.davidnet", description=__doc__.split("\n\n")[0])
     data = parser.add_argument_group("data and output")
     data.add_argument("--data-dir", help="CIFAR-10 folder (default: $CIFAR10_DIR, the Keras cache, then tensorflow-datasets)")
     data.add_argument("--synthetic", action="store_true", help="synthetic class-coloured noise instead of CIFAR-10 (speed figures only: its accuracies mean nothing)")

@@ -26,6 +26,7 @@ import typing
 from pathlib import Path
 
 from davidnet import config as settings_definitions
+from davidnet import cli
 from davidnet.checkpoint import CHECKPOINT_DIR
 from davidnet.config import Config
 from davidnet.config_files import ConfigError, checked_values, load_config
@@ -49,7 +50,7 @@ def study_parser(prog, doc, default_results_dir, settings_class, help_texts, cho
             differ ("(default: D; --smoke: D-smoke)" is appended to --results-dir's
             where `default_results_dir` is given).
     """
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     add_common_arguments(parser, default_results_dir, data=data, results_help=results_help, smoke_help=smoke_help)
     add_settings_arguments(parser, settings_class, help_texts, choices={"verbose": (0, 1, 2), **(choices or {})}, smoke_class=smoke_class)
     return parser

@@ -22,14 +22,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
 
 from davidnet.studies import check_batch_size, print_data, resolve_settings  # noqa: E402  (after the env var)
-from davidnet import config  # noqa: E402  (no Keras: flags and data are checked before the backend loads)
+from davidnet import cli, config  # noqa: E402  (no Keras: flags and data are checked before the backend loads)
 from davidnet.config import Config  # noqa: E402
 
 PRESETS = {path.stem: path for path in (Path(__file__).parent / "recipes").glob("*.toml")}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m experiments.davidnet",
         description=__doc__.split("\n\n")[0],
     )

@@ -10,7 +10,6 @@ top-k classes with their probabilities (softmax of the model's logits). Writes
 predict.png into --results-dir (default: the model's folder).
 """
 
-import argparse
 import dataclasses
 import os
 import re
@@ -23,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before keras is imported
 
 import numpy as np  # noqa: E402
 
+from davidnet import cli  # noqa: E402
 from davidnet.leaderboard import path_text  # noqa: E402
 from davidnet.studies import add_common_arguments, resolve_settings  # noqa: E402
 
@@ -283,7 +283,7 @@ def _draw_predictions(plt, images, labels, indices, tops, class_names, path, cap
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m experiments.predict",
         description=__doc__.split("\n\n")[0],
     )

@@ -54,9 +54,10 @@ def flag_refused(capsys, name, text):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([f"{flag}={text}"])
     assert info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"argument {flag}: " in error, error
-    return error
+    err = capsys.readouterr().err
+    hint = " (python -m experiments.davidnet --help lists the flags)\n"
+    assert err.startswith(f"error: argument {flag}: ") and err.endswith(hint) and err.count("\n") == 1, err
+    return err[: -len(hint)]
 
 
 def test_every_numeric_setting_has_both_ends():

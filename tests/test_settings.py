@@ -82,3 +82,14 @@ def test_fastnet_is_still_accepted_for_the_airbench94_network():
     assert Config(model=args.model).model == "airbench94"
     with pytest.raises(ValueError, match="settings of the airbench94"):
         Config(model="davidnet", whiten=True)
+
+
+@pytest.mark.parametrize("module", ["experiments.davidnet", "experiments.resnet44", "experiments.predict", "experiments.dawnbench"])
+def test_a_bad_flag_is_one_line_naming_it_not_the_whole_usage(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(["--no-such-flag"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err == f"error: unrecognized arguments: --no-such-flag (python -m {module} --help lists the flags)\n"
