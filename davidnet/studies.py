@@ -426,10 +426,10 @@ def finished_results(run_dir):
     """The results of a finished run in `run_dir`, or None."""
     path = Path(run_dir) / "results.json"
     try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return results if results.get("status") in FINISHED else None
+        results = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None  # none, or damaged: the run is trained (again)
+    return results if isinstance(results, dict) and results.get("status") in FINISHED else None
 
 
 def check_reusable(runs, study_dir, data=None):

@@ -130,3 +130,13 @@ def test_a_finished_run_with_other_settings_is_refused_and_ctrl_c_stops_the_stud
     with pytest.raises(KeyboardInterrupt):
         run_study([("b", Config()), ("c", Config())], None, tmp_path, train_fn=interrupted)
     assert interrupted.calls == ["b"]
+
+
+@pytest.mark.parametrize("content", [b"[" * 100000, b"[1, 2]", b"\xff\xfe garbage", b'{"status": "completed"'])
+def test_a_damaged_results_json_in_a_study_is_trained_again(tmp_path, content):
+    from davidnet.studies import finished_results
+
+    (tmp_path / "results.json").write_bytes(content)
+    assert finished_results(tmp_path) is None
+    (tmp_path / "results.json").write_text('{"status": "completed"}')
+    assert finished_results(tmp_path) == {"status": "completed"}
