@@ -14,9 +14,14 @@ from pipelines import keras_private
 class EpochReport(keras.callbacks.Callback):
     """After every epoch: prints its line, stops a diverged run, checkpoints
     the model (unless that is off or the weights are NaN) and rewrites the
-    results folder, so a run killed at any point keeps its history."""
+    results folder, so a run killed at any point keeps its history.
 
-    def __init__(self, timer, lr_callback, run_info, results_dir, epochs, checkpoint=True, verbose=True):
+    `writes=False` (the processes of a multi-process run but process 0):
+    the same lines and the same decisions, no files. `agreed_stop` (a
+    multi-process run): called by every process after each epoch, returns the
+    signal that any of them received, if any; then they all stop there."""
+
+    def __init__(self, timer, lr_callback, run_info, results_dir, epochs, checkpoint=True, verbose=True, writes=True):
         super().__init__()
         self.timer = timer
         self.lr_callback = lr_callback
@@ -25,6 +30,9 @@ class EpochReport(keras.callbacks.Callback):
         self.total_epochs = epochs
         self.checkpoint = checkpoint
         self.verbose = verbose
+        self.writes = writes
+        self.agreed_stop = None
+        self.stopped_by = None  # the signal that stopped a multi-process run after this epoch
         self.diverged = None
         self.checkpointed = 0  # the last epoch whose checkpoint is on disk
 
@@ -48,9 +56,14 @@ class EpochReport(keras.callbacks.Callback):
         results = collect_results(self.run_info, self.timer, self.lr_callback, "running", self.diverged)
         with interrupts.deferred():  # Ctrl-C and SIGTERM wait until the files are whole
             if self.checkpoint and not self.diverged:
-                save_checkpoint(self.model, self.results_dir, epoch + 1, results)
+                # Process 0's checkpoint is the run's: the others resume from it too.
+                save_checkpoint(self.model, self.results_dir, epoch + 1, results, write=self.writes)
                 self.checkpointed = epoch + 1
-            write_results(self.results_dir, results, plots=False)
+            if self.writes:
+                write_results(self.results_dir, results, plots=False)
+        if self.agreed_stop is not None and not self.diverged:
+            self.stopped_by = self.agreed_stop()
+            self.model.stop_training = self.model.stop_training or bool(self.stopped_by)
 
 
 

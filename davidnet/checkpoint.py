@@ -26,14 +26,22 @@ CHECKPOINT_DIR = "checkpoint"
 _OURS = re.compile(r"\.?(state\.json|epoch-\d{4,}\.weights\.h5)(\.\w+\.tmp)?")
 
 
-def save_checkpoint(model, results_dir, epoch, results):
-    """Saves the model and optimizer after `epoch` (1-based) with `results`."""
+def save_checkpoint(model, results_dir, epoch, results, write=True):
+    """Saves the model and optimizer after `epoch` (1-based) with `results`.
+
+    `write=False` (the processes of a multi-process run but process 0):
+    serializes the weights and writes nothing. Keras's serialization makes
+    variables of its own (a reference optimizer), which under a multi-process
+    distribution are collectives: every process must take part."""
     from pipelines import keras_private
 
+    weights_bytes = keras_private.weights_bytes(model)
+    if not write:
+        return
     folder = Path(results_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"epoch-{epoch:04d}.weights.h5"
-    write_bytes_atomic(weights, keras_private.weights_bytes(model))
+    write_bytes_atomic(weights, weights_bytes)
     write_json_atomic(folder / "state.json", {"epoch": epoch, "weights": weights.name, "results": results})
     for old in folder.glob("epoch-*.weights.h5"):
         if old != weights and _OURS.fullmatch(old.name):

@@ -191,6 +191,7 @@ class Config:
     precompile: bool = setting(False, "compile the train and test steps on dummy data before the run, so the timed run excludes compilation (JAX)")
     precision: str = setting("auto", "auto (mixed bf16 on a GPU), float32, mixed_bfloat16", choices=("auto", "float32", "mixed_bfloat16"))
     devices: str = setting("1", "data-parallel devices: 1, N or all (JAX: keras.distribution.DataParallel; TensorFlow: MirroredStrategy); --batch-size is the global batch, split across them")
+    sync_batch_norm: bool = setting(False, "TensorFlow on several devices: batch-norm moments over the global batch (synchronized=True, an all-reduce per layer and step) instead of each replica's share; on JAX they always are")
     verbose: int = setting(1, "Keras progress bar: 0 none, 1 bar, 2 a line per epoch", choices=(0, 1, 2))
     checkpoint: bool = setting(True, "save model and optimizer after every epoch (for --resume)")
     save_model: bool = setting(True, "save the trained model as model.keras")

@@ -101,12 +101,14 @@ def use_compilation_cache(cache_dir):
 
 
 def device_memory_free():
-    """Free bytes on the first accelerator, or None where that is not known
-    (the CPU, or a backend that does not say)."""
+    """Free bytes on this process's first accelerator, or None where that is
+    not known (the CPU, or a backend that does not say)."""
     if keras.backend.backend() == "jax":
         import jax
 
-        stats = jax.devices()[0].memory_stats()
+        # Its own device: in a multi-process run jax.devices()[0] is process
+        # 0's, whose memory the others cannot ask about.
+        stats = jax.local_devices()[0].memory_stats()
         if stats and "bytes_limit" in stats:
             return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
     return None

@@ -7,17 +7,17 @@ after every epoch (so an interrupted run keeps its history) and in full at the
 end (`davidnet.results`).
 """
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from davidnet import hardware, interrupts, run_folder, scan
+from davidnet import distribute, hardware, interrupts, run_folder, scan
 from davidnet.builders import assemble_run, set_precision
 from davidnet.callbacks import EpochReport, ProgressBar
 from davidnet.config import Config
-from davidnet.distribute import data_parallel
 from davidnet.precompile import feed_example, precompile
 from davidnet.results import WriteError, collect_results, write_bytes_atomic, write_results
 from davidnet.run_folder import ResumeError, RunFolderError  # noqa: F401  (raised by train; imported from here)
@@ -51,6 +51,12 @@ def train(config, data, results_dir, host_augment=None, resume=False, callbacks=
     The run holds `results_dir` (`davidnet.run_folder.holding`) while it
     lives; SIGTERM stops it as Ctrl-C does (`davidnet.interrupts`).
 
+    In a multi-process run (`davidnet.distribute.join_processes`: the
+    environment says so, and `config.devices` is "all") every process calls
+    `train` alike and takes part in every step and evaluation; process 0 alone
+    holds and writes `results_dir`. To resume, every process reads process 0's
+    checkpoint there, so on several hosts it must be a shared folder.
+
     Returns:
         The results dict (also in results.json). Its status is "completed",
         "diverged", or "interrupted" (Ctrl-C or SIGTERM; the checkpoint of the
@@ -64,18 +70,30 @@ def train(config, data, results_dir, host_augment=None, resume=False, callbacks=
             settings, backend or data than the run being resumed.
         WriteError: a file of the run could not be written (a full disk);
             the files written before it are whole.
+        davidnet.distribute.PeerLost: another process of a multi-process run
+            stopped (an OSError, as a lost connection is).
         KeyboardInterrupt: stopped before training began (nothing written).
         ValueError: among others, more `config.devices` than exist, or a batch
             size that does not split across them.
     """
-    with run_folder.holding(results_dir) as folder, interrupts.stoppable():
+    # The processes join before the folder is touched: only process 0 holds it.
+    processes = distribute.join_processes(config.devices)
+    writes = processes.index == 0
+    held = run_folder.holding(results_dir) if writes else contextlib.nullcontext(Path(results_dir))
+    with held as folder, interrupts.stoppable():
         state = _resumed_state(config, data, folder) if resume else None
-        if not resume:
+        if not resume and writes:
             run_folder.check_fresh(folder, overwrite, held=True)
             run_folder.clear_run(folder)
         # Model, optimizer, feed and fit all inside the distribution (devices "1": none).
-        with data_parallel(config.devices, config.batch_size) as devices:
-            return _train(config, data, folder, host_augment, state, callbacks, devices)
+        try:
+            with distribute.data_parallel(config.devices, config.batch_size) as devices:
+                return _train(config, data, folder, host_augment, state, callbacks, devices, processes)
+        except Exception as e:
+            lost = distribute.peer_lost(e, processes, folder)
+            if lost is None:
+                raise
+            raise lost from None
 
 
 def _resumed_state(config, data, folder):
@@ -99,7 +117,8 @@ def _resumed_state(config, data, folder):
     return state
 
 
-def _train(config, data, results_dir, host_augment, state, callbacks, devices):
+def _train(config, data, results_dir, host_augment, state, callbacks, devices, processes=distribute.ONE_PROCESS):
+    writes = processes.index == 0  # the other processes of a multi-process run write nothing
     keras.utils.set_random_seed(config.seed)
     precision = set_precision(config.precision)
     print(hardware.device_line(precision, devices))
@@ -111,13 +130,16 @@ def _train(config, data, results_dir, host_augment, state, callbacks, devices):
     loop = resolve_loop(config)
     num_classes = len(data.class_names)
     run = assemble_run(config, data, host_augment=host_augment, scan=loop == "scan")
-    model, feed, lr_callback, x_train = run.model, run.feed, run.lr_callback, run.x_train
+    model, feed, lr_callback, x_train = run.model, distribute.shard_per_worker(run.feed), run.lr_callback, run.x_train
+    if config.sync_batch_norm:
+        distribute.synchronize_batch_norm(model)
     timer = TimeToAccuracy(target=target)
     run_info = {
         "config": dataclasses.asdict(config),
         "precision": precision,
         **hardware.describe(),
         "devices": devices,  # used for data parallelism (device_count: all there are)
+        "processes": processes.count,
         "data": {
             "source": data.source,
             "location": data.location,
@@ -136,7 +158,12 @@ def _train(config, data, results_dir, host_augment, state, callbacks, devices):
     if state is not None:
         initial_epoch = _restore(model, state, timer, lr_callback, run_info, results_dir)
         print(f"resuming {results_dir} after epoch {initial_epoch} of {config.epochs}")
-    report = EpochReport(timer, lr_callback, run_info, results_dir, config.epochs, config.checkpoint)
+    report = EpochReport(timer, lr_callback, run_info, results_dir, config.epochs, config.checkpoint, writes=writes)
+    if processes.count > 1:
+        # Several processes stop together, after the same epoch: a signal waits
+        # for the epoch's end, where they agree (one process stopping in the
+        # middle of a step would leave the others waiting in its collectives).
+        report.agreed_stop = lambda: distribute.agreed_stop(interrupts.received(), processes)
     report.checkpointed = initial_epoch
     y_test = np.eye(num_classes, dtype="float32")[data.y_test]
     if loop == "scan":
@@ -159,17 +186,22 @@ def _train(config, data, results_dir, host_augment, state, callbacks, devices):
     progress = [ProgressBar()] if config.verbose else []
     status = None
     try:
-        model.fit(
-            feed,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            validation_data=(data.x_test, y_test) if config.eval_every else None,
-            validation_freq=config.eval_every or 1,
-            validation_batch_size=EVAL_BATCH,
-            shuffle=False,  # the feeds shuffle once per epoch themselves
-            callbacks=[lr_callback, timer, *progress, report, *callbacks],
-            verbose=config.verbose,
-        )
+        with interrupts.deferred(raise_after=False) if processes.count > 1 else contextlib.nullcontext():
+            model.fit(
+                feed,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                validation_data=(data.x_test, y_test) if config.eval_every else None,
+                validation_freq=config.eval_every or 1,
+                validation_batch_size=EVAL_BATCH,
+                shuffle=False,  # the feeds shuffle once per epoch themselves
+                callbacks=[lr_callback, timer, *progress, report, *callbacks],
+                verbose=config.verbose,
+            )
+        if report.stopped_by and len(timer.epochs) < config.epochs:  # several processes, stopped by a signal to one
+            status = "interrupted"
+            resume = f"continue with --resume --results-dir {results_dir}" if report.checkpointed else "no checkpoint to resume from"
+            print(f"\ninterrupted after epoch {len(timer.epochs)}; {resume}")
     except WriteError as e:
         done = len(timer.epochs) - 1  # the epoch whose files failed was not saved
         raise WriteError(
@@ -186,7 +218,7 @@ def _train(config, data, results_dir, host_augment, state, callbacks, devices):
             else:
                 print("\ninterrupted before the first epoch ended: nothing to resume; run the same command again")
         elif isinstance(e, Exception) and hardware.is_out_of_memory(e):
-            _out_of_memory(e, config, run_info, timer, lr_callback, report, results_dir)
+            _out_of_memory(e, config, run_info, timer, lr_callback, report, results_dir if writes else None)
         else:
             raise
     # From here the run finishes whatever signal comes: its last seconds are writes.
@@ -198,14 +230,19 @@ def _train(config, data, results_dir, host_augment, state, callbacks, devices):
             status = "diverged" if report.diverged else "completed"
         results = collect_results(run_info, timer, lr_callback, status, report.diverged)
         if status == "interrupted":
-            results["signal"] = interrupts.received() or "SIGINT"
+            results["signal"] = interrupts.received() or report.stopped_by or "SIGINT"
         if tta is not None and status == "completed":
             results.update(evaluate_with_tta(tta, config.tta, data.x_test, data.y_test, timer.clock))
+        # Every process serializes the model (that takes collectives, see
+        # save_checkpoint); process 0 alone writes.
+        model_file = keras_private.model_bytes(model) if status == "completed" and config.save_model else None
+        if not writes:
+            return results
         try:
             # The model before the results: if it cannot be written, results.json
             # still says "running" beside a whole checkpoint, and --resume finishes.
-            if status == "completed" and config.save_model:
-                write_bytes_atomic(results_dir / "model.keras", keras_private.model_bytes(model))
+            if model_file is not None:
+                write_bytes_atomic(results_dir / "model.keras", model_file)
             write_results(results_dir, results)
         except WriteError as e:
             resumable = run_folder.describe_run(results_dir) or ""
@@ -219,7 +256,8 @@ def _train(config, data, results_dir, host_augment, state, callbacks, devices):
 def _out_of_memory(error, config, run_info, timer, lr_callback, report, results_dir):
     per_step = config.batch_size * config.copies
     results = collect_results(run_info, timer, lr_callback, "out_of_memory", report.diverged)
-    write_results(results_dir, {**results, "error": str(error).splitlines()[0][:500]})
+    if results_dir is not None:  # None: not the process that writes
+        write_results(results_dir, {**results, "error": str(error).splitlines()[0][:500]})
     raise MemoryError(
         f"out of memory on the accelerator at batch size {config.batch_size}"
         + (f" x {config.copies} copies = {per_step} images per step" if config.copies > 1 else "")

@@ -1,0 +1,233 @@
+"""Several processes of one data-parallel run, on this machine (issue #14).
+
+They are started as users start them: by `python -m experiments.launch` (which
+sets the variables each backend reads), or by hand with those variables, as
+the README shows. Each process has one CPU device; JAX joins them with
+`jax.distributed` (gloo collectives), TensorFlow with MultiWorkerMirroredStrategy.
+
+`python -m pytest -m multiprocess` runs these alone. Each concerns one backend
+(or none) and is skipped under the other.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+
+from davidnet import distribute
+from tests.datasets import make_pickle_dir
+from tests.helpers import DATA_PARALLEL_TOLERANCE, ROOT, SAME_REPLICAS_TOLERANCE, launch_cli
+
+BACKEND = keras.backend.backend()
+pytestmark = [
+    pytest.mark.multiprocess,
+    pytest.mark.skipif(BACKEND not in ("jax", "tensorflow"), reason="several processes need JAX or TensorFlow"),
+]
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="jax.distributed")
+
+# Tiny runs, as comparable as runs can be: no crop/flip/cutout (their random draws depend on
+# the batch's layout), lr 0.01 from lr 0 (see tests/helpers.py DATA_PARALLEL_TOLERANCE).
+RUN = (
+    "--no-verify", "--width", "0.125", "--subset", "256", "--batch-size", "32", "--epochs", "2",
+    "--lr", "0.01", "--lr-step-offset", "0", "--crop-padding", "0", "--no-flip", "--cutout", "0", "--verbose", "0",
+)
+WRITTEN = {"results.json", "history.csv", "dawnbench.tsv", "dawnbench.json", "accuracy_loss.png", "learning_rate.png"}
+# A dead peer is noticed by the broken connection at once; the heartbeat bounds the rest.
+QUICK = {"DAVIDNET_PEER_TIMEOUT_S": "10", "DAVIDNET_JOIN_TIMEOUT_S": "60", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_pickle_dir(tmp_path_factory.mktemp("cifar"), n_per_batch=52, n_test=100)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One JAX compilation cache for the module: the runs share their compiled steps."""
+    return os.environ.get("DAVIDNET_TEST_JAX_CACHE") or tmp_path_factory.mktemp("jax-cache")
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, cache, tmp_path_factory):
+    """Two processes started by hand with the variables the README shows, and the
+    one-process run of the same global batch, side by side. Process 1 is given a
+    results folder of its own, which must never appear: it writes nothing."""
+    root = tmp_path_factory.mktemp("runs")
+    args = [*RUN, "--devices", "all", "--data-dir", data_dir]
+    two = start_processes(
+        [[*args, "--results-dir", root / "two"], [*args, "--results-dir", root / "process-1"]], cache
+    )
+    if BACKEND == "jax":  # one device
+        one = [sys.executable, "-m", "experiments.davidnet", "--compile-cache", str(cache), *RUN, "--devices", "1"]
+    else:  # two replicas of MirroredStrategy on two logical CPUs: the two workers' ghost batch norms and tf.data pass
+        one = [sys.executable, "-c", TWO_REPLICAS, *RUN, "--devices", "2"]
+    one = subprocess.Popen(
+        [*one, "--data-dir", str(data_dir), "--results-dir", str(root / "one"), "--no-save-model"],
+        cwd=ROOT, env={**os.environ, **QUICK}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    outputs = [process.communicate(timeout=600) for process in (*two, one)]
+    for process, (out, err) in zip((*two, one), outputs):
+        assert process.returncode == 0, out[-3000:] + err[-3000:]
+    return root, outputs[0][0], {name: json.loads((root / name / "results.json").read_text()) for name in ("one", "two")}
+
+
+TWO_REPLICAS = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from experiments.davidnet import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_two_processes_train_as_one_run_and_process_0_alone_writes(runs):
+    root, out, results = runs
+    two = results["two"]
+    assert two["status"] == "completed" and two["processes"] == 2 and two["devices"] == 2
+    # Its files only: the other process wrote nothing, in its own folder or in this one (no
+    # lock: taking it would have failed the run; no temporary files); the checkpoint is gone.
+    assert not (root / "process-1").exists()
+    assert set(os.listdir(root / "two")) == WRITTEN | {"model.keras"}
+    tolerance = DATA_PARALLEL_TOLERANCE["jax"] if BACKEND == "jax" else SAME_REPLICAS_TOLERANCE
+    one, two = results["one"]["history"], two["history"]
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], abs=tolerance)
+    # Accuracy moves by whole images: 1/256 each.
+    assert [r["accuracy"] for r in two] == pytest.approx([r["accuracy"] for r in one], abs=2 / 256 + 1e-6)
+    assert two[1]["loss"] < two[0]["loss"], "the run should learn"
+
+
+def test_a_killed_process_stops_the_others_in_one_line_and_the_same_launch_resumes(data_dir, cache, tmp_path, runs):
+    """No launcher to end the others here. (After `runs`: its compiled steps are in the cache.)"""
+    folder = tmp_path / "run"
+    args = [*RUN, "--devices", "all", "--data-dir", data_dir, "--results-dir", folder]
+    processes = start_processes([args, args], cache)
+    try:
+        _wait_for_epochs(folder / "results.json", 1, processes)
+        processes[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = processes[0].communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        for process in processes:
+            process.kill()
+            process.communicate()
+    assert processes[0].returncode == 2, out[-2000:] + err[-3000:]
+    assert took < 30, f"process 0 took {took:.0f} s to notice"
+    line = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert line.startswith("error: another process of this run stopped (") and "run the same launch with --resume" in line
+    done = launch_cli(*args, "--resume", cache=cache, env=QUICK)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("results: ") == 1  # process 0's output only
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "completed" and results["epochs_completed"] == 2
+    assert results["resumed"] == [{"after_epoch": 1}]
+    assert set(os.listdir(folder)) == WRITTEN | {"model.keras"}
+
+
+@jax_only
+def test_a_port_in_use_or_a_coordinator_out_of_reach_is_one_line(monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _distribution_variables(monkeypatch, f"127.0.0.1:{port}", 0)
+        with pytest.raises(ValueError, match=rf"port {port} of the coordinator address 127.0.0.1:{port} is in use on this host"):
+            distribute.join_processes("all")
+    _distribution_variables(monkeypatch, f"127.0.0.1:{port}", 1)  # closed now: nobody listens
+    monkeypatch.setenv("DAVIDNET_JOIN_TIMEOUT_S", "1")
+    with pytest.raises(ValueError, match=rf"could not reach the coordinator 127.0.0.1:{port} \(process 0\) within 1 s"):
+        distribute.join_processes("all")
+    _distribution_variables(monkeypatch, "no-such-host.invalid:1234", 1)
+    with pytest.raises(ValueError, match="cannot resolve no-such-host.invalid"):
+        distribute.join_processes("all")
+    with pytest.raises(ValueError, match="give --devices all to train them as one run"):
+        distribute.join_processes("1")
+
+
+@jax_only
+def test_a_process_whose_peers_never_come_stops_in_bounded_time():
+    port = _free_ports(1)[0]
+    env = {
+        **os.environ, "DAVIDNET_JOIN_TIMEOUT_S": "2", "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+    }
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", "from davidnet import distribute; distribute.join_processes('all')"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and time.monotonic() - start < 60
+    assert f"error: the 2 processes did not all join within 2 s at 127.0.0.1:{port}" in done.stderr
+
+
+@pytest.mark.one_backend("jax")
+def test_the_launcher_stops_all_when_one_fails_and_exits_with_the_worst_code():
+    """No backend: a command that fails in process 1 and would sleep in process 0."""
+    command = (
+        "import os, sys, time; i = os.environ['KERAS_DISTRIBUTION_PROCESS_ID']; "
+        "print('process', i, os.environ['KERAS_DISTRIBUTION_NUM_PROCESSES'], os.environ['TF_CONFIG'], flush=True); "
+        "sys.exit(3) if i == '1' else time.sleep(60)"
+    )
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.launch", "--processes", "2", "--", sys.executable, "-c", command],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 128 + signal.SIGTERM  # process 0, stopped: the worst of 3 and 143
+    assert time.monotonic() - start < 30
+    assert done.stdout.startswith("process 0 2 {\"cluster\": {\"worker\": [\"127.0.0.1:")
+    assert "launch: process 1 exited with code 3; stopping the other processes" in done.stderr
+    assert "[process 1] process 1 2 " in done.stderr  # its last lines, shown as it failed
+
+
+def start_processes(arguments, cache):
+    """One process of the train CLI per list of `arguments`, with the variables each
+    backend reads (KERAS_DISTRIBUTION_*, TF_CONFIG), as the README's by-hand commands."""
+    ports = _free_ports(len(arguments))
+    processes = []
+    for index, args in enumerate(arguments):
+        env = {
+            **os.environ, **QUICK,
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": str(len(arguments)),
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
+            "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}),
+        }
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "experiments.davidnet", "--compile-cache", str(cache), *map(str, args)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    return processes
+
+
+def _distribution_variables(monkeypatch, address, index):
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", address)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", str(index))
+
+
+def _free_ports(count):
+    from experiments.launch import free_ports
+
+    return free_ports(count)
+
+
+def _wait_for_epochs(results_json, epochs, processes, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+        try:
+            if json.loads(results_json.read_text())["epochs_completed"] >= epochs:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)  # the kill must land in the next epoch, not after the run
+    raise AssertionError(f"no epoch {epochs} within {timeout} s")
