@@ -279,9 +279,11 @@ def test_fast_preset_two_steps_per_group_match_airbench94_muon(fast):
 
 
 def resnet44_run_config(**overrides):
-    from experiments.resnet44 import Settings, run_config
+    import dataclasses
 
-    return run_config(Settings(width=0.25, **overrides), m=4, seed=0)
+    from experiments.resnet44 import RECIPE, run_config
+
+    return run_config(dataclasses.replace(RECIPE.config, width=0.25, **overrides), m=4, seed=0)
 
 
 def test_resnet44_study_recipe_is_hoffers_regime():
