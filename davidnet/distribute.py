@@ -61,6 +61,7 @@ import time
 import keras
 
 from davidnet.config import parse_devices
+from pipelines.dataset import first_line
 
 Processes = collections.namedtuple("Processes", "index count")
 ONE_PROCESS = Processes(0, 1)
@@ -340,7 +341,7 @@ def _join_tensorflow(count):
         try:
             strategy = Keras3MultiWorkerMirroredStrategy(communication_options=options)
         except RuntimeError as e:
-            raise ValueError(f"cannot set up the TensorFlow workers of TF_CONFIG: {_first_line(e)}") from None
+            raise ValueError(f"cannot set up the TensorFlow workers of TF_CONFIG: {first_line(e, 300)}") from None
     _JOINED["strategy"] = strategy
     return Processes(index, count)
 
@@ -500,7 +501,3 @@ def _deadline(seconds, message):
         yield
     finally:
         timer.cancel()
-
-
-def _first_line(error):
-    return (str(error).splitlines() or [type(error).__name__])[0][:300]

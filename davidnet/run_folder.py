@@ -31,6 +31,7 @@ from pathlib import Path
 
 from davidnet.checkpoint import CHECKPOINT_DIR, checkpoint_files
 from davidnet.results import check_writable
+from pipelines.dataset import first_line
 
 LOCK_NAME = ".lock"
 # What a run writes at the top of its folder (checkpoint/ has its own list).
@@ -191,7 +192,7 @@ def read_state(results_dir):
     try:
         state = json.loads(state_file.read_bytes())
     except (OSError, ValueError, RecursionError) as e:
-        raise ResumeError(f"{damaged}: state.json cannot be read ({_first_line(e)}){advice}") from None
+        raise ResumeError(f"{damaged}: state.json cannot be read ({first_line(e, 300)}){advice}") from None
     problem = _state_problem(state)
     if problem:
         raise ResumeError(f"{damaged}: state.json {problem}{advice}")
@@ -238,7 +239,7 @@ def saved_config(state, config_class):
     try:
         return config_class(**values)
     except (TypeError, ValueError) as e:
-        raise ResumeError(f"the run being resumed has settings this version refuses: {_first_line(e)}") from None
+        raise ResumeError(f"the run being resumed has settings this version refuses: {first_line(e, 300)}") from None
 
 
 def changed_settings(saved, given, names=None):
@@ -270,7 +271,3 @@ def _read_json(path):
         return json.loads(Path(path).read_bytes())
     except (OSError, ValueError, RecursionError):
         return None
-
-
-def _first_line(error):
-    return (str(error).splitlines() or [type(error).__name__])[0][:300]

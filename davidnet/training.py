@@ -24,6 +24,7 @@ from davidnet.run_folder import ResumeError, RunFolderError  # noqa: F401  (rais
 from davidnet.timing import TimeToAccuracy
 from davidnet.tta import tta_model
 from pipelines import keras_private
+from pipelines.dataset import first_line
 from pipelines.cifar10 import resolve_target as resolve_data_target
 from pipelines.feeds import DeviceFeed
 
@@ -296,7 +297,7 @@ def _restore(model, state, timer, lr_callback, run_info, results_dir):
     try:
         model.load_weights(state["weights_path"])
     except Exception as e:  # noqa: BLE001 - h5py and Keras raise OSError, ValueError, KeyError... on a bad file
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise ResumeError(
             f"the checkpoint in {results_dir} is damaged: {Path(state['weights_path']).name} does not load "
             f"into this run's model ({type(e).__name__}: {first}); start the run again (--overwrite)"

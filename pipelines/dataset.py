@@ -117,8 +117,8 @@ def checked(x_train, y_train, x_test, y_test, *, source, image_format, class_nam
 
 
 def first_line(error, limit=200):
-    """The start of an exception's message, kept to one line for DataError."""
+    """The start of an exception's message (its type's name if it has none), kept to one line."""
     text = str(error).strip().splitlines()
-    line = text[0] if text else ""
+    line = text[0] if text else type(error).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
