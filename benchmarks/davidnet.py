@@ -353,7 +353,7 @@ def training_runs(config, data, seeds, results_dir, on_run=None):
 def describe_values(values):
     """{"n", "mean", "std", "min", "max"} of the numbers in `values` (None
     ignored; std is the sample standard deviation, 0 for one value)."""
-    from davidnet.studies import mean_std
+    from davidnet.study_runs import mean_std
 
     numbers = [v for v in values if isinstance(v, (int, float))]
     mean, std = mean_std(numbers)
@@ -404,7 +404,7 @@ def targets_check(steps, config, machine):
 
 
 def steps_table(steps):
-    from davidnet.studies import format_table
+    from davidnet.study_runs import format_table
 
     rows = []
     for name, label in SETTINGS.items():
@@ -418,7 +418,7 @@ def steps_table(steps):
 
 
 def runs_table(stats):
-    from davidnet.studies import format_table
+    from davidnet.study_runs import format_table
 
     labels = {"final_accuracy": "final accuracy", "train_s": "train s", "seconds_to_target": "seconds to target",
               "compile_s": "compile s", "eval_s": "eval s", "wall_s": "wall s"}

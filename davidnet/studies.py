@@ -1,40 +1,25 @@
-"""What every study shares: its command line, its recipe, its data, running a
-list of trainings that survives interruption, and its table.
+"""What every study shares before it trains: its command line, its recipe,
+its data and the checks and lines every study prints.
 
 A study is a list of named runs (a `Config` each), made from its recipe: a
 `StudyRecipe`, the `Config` every run starts from, of which the command line
 and --config files may change the settings the study names (flags derived from
 `Config`'s own definitions: help, choices, checks). The study's own settings
 dataclass holds only what it varies (the seeds, the values compared).
-
-`run_study` trains the runs one after another into `study_dir/runs/<name>/`;
-a run whose results.json says `completed` or `diverged` is not trained again,
-so an interrupted study is rerun with the same command and picks up where it
-stopped. A diverged run is recorded as such and the others go on.
+`davidnet.study_runs` then trains the runs and writes the table.
 """
 
 import argparse
-import csv
 import dataclasses
-import io
-import json
 import os
-import statistics
 import sys
-import time
 import typing
-from pathlib import Path
 
 from davidnet import config as settings_definitions
 from davidnet import cli
-from davidnet.checkpoint import CHECKPOINT_DIR
 from davidnet.config import Config
 from davidnet.config_files import ConfigError, checked_values, load_config
-from davidnet.results import check_writable, write_json_atomic, write_text_atomic
-
-FINISHED = ("completed", "diverged")
-# Settings that change what a run prints or keeps, not its results.
-NOT_RESULTS = ("verbose", "save_model", "checkpoint")
+from davidnet.results import check_writable, write_json_atomic
 
 
 def study_parser(prog, doc, default_results_dir, settings_class, help_texts, choices=None, smoke_class=None,
@@ -420,137 +405,3 @@ def prepare_study_dir(study_dir, settings, recipe_values=None):
         raise SystemExit(2) from None
     write_json_atomic(study_dir / "config.json", {**dataclasses.asdict(settings), **(recipe_values or {})})
     return study_dir
-
-
-def finished_results(run_dir):
-    """The results of a finished run in `run_dir`, or None."""
-    path = Path(run_dir) / "results.json"
-    try:
-        results = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return None  # none, or damaged: the run is trained (again)
-    return results if isinstance(results, dict) and results.get("status") in FINISHED else None
-
-
-def check_reusable(runs, study_dir, data=None):
-    """A finished run is skipped by name: refuse one trained with other settings
-    (e.g. other --epochs) rather than report it as this study's. Raises ValueError.
-
-    The target is compared as the runs timed it (a target of None is the data's
-    equivalent of 94%, and results.json's "target" is the value timed): with
-    `data`, exactly; without, a None on either side is let through."""
-    for name, config in runs:
-        results = finished_results(Path(study_dir) / "runs" / name)
-        if results is None:
-            continue
-        old, new = dict(results.get("config", {})), dataclasses.asdict(config)
-        if "target" in old and (old["target"] is None or new["target"] is None):
-            if data is None:
-                old["target"] = new["target"]
-            else:
-                old["target"], new["target"] = results.get("target", old["target"]), resolved_target(new["target"], data)
-        changed = [
-            f"{key} {old[key]!r} there, {new[key]!r} now"
-            for key in new
-            if key in old and key not in NOT_RESULTS and old[key] != new[key]
-        ]
-        if changed:
-            raise ValueError(
-                f"{study_dir}/runs/{name} was trained with other settings ({'; '.join(changed)}): use another --results-dir"
-            )
-
-
-def train_in_fresh_session(config, data, run_dir, **kwargs):
-    """`train`, after dropping the previous run's models: a study builds many in one process."""
-    import keras
-
-    from davidnet.training import train
-
-    keras.backend.clear_session()
-    return train(config, data, run_dir, **kwargs)
-
-
-def run_study(runs, data, study_dir, train_fn=train_in_fresh_session):
-    """Trains each (name, Config) of `runs` unless it already finished.
-
-    Args:
-        runs: list of (name, Config); names are folder names.
-        data: a `Cifar10`.
-        study_dir: the study's folder; run i goes to study_dir/runs/<name>.
-        train_fn: the training function (default: `train` in a fresh Keras
-            session), called as `train`: (config, data, run_dir, resume=, overwrite=).
-
-    Returns:
-        The results dicts, in the order of `runs`, each with its "name".
-
-    Raises:
-        ValueError: a finished run of the same name had other settings.
-        KeyboardInterrupt: a run was interrupted (Ctrl-C); the study stops there,
-            and the same command continues it.
-    """
-    check_reusable(runs, study_dir, data)
-    all_results, spent, trained = [], 0.0, 0
-    for index, (name, config) in enumerate(runs):
-        run_dir = Path(study_dir) / "runs" / name
-        results = finished_results(run_dir)
-        prefix = f"[{index + 1}/{len(runs)}] {name}"
-        if results is not None:
-            print(f"{prefix}: already {results['status']}, skipped", flush=True)
-        else:
-            remaining = len(runs) - index
-            eta = f", ETA {_duration(spent / trained * remaining)}" if trained else ""
-            print(f"{prefix}: training{eta}", flush=True)
-            start = time.perf_counter()
-            # An interrupted run goes on from its checkpoint; an unfinished one without any starts again.
-            resumable = (run_dir / CHECKPOINT_DIR / "state.json").exists()
-            results = train_fn(config, data, run_dir, resume=resumable, overwrite=not resumable)
-            if results["status"] == "interrupted":
-                print(f"{prefix}: interrupted; run the same command again to continue the study", flush=True)
-                raise KeyboardInterrupt
-            spent += time.perf_counter() - start
-            trained += 1
-            final = results.get("final_accuracy")
-            print(f"{prefix}: {results['status']}, final accuracy {final if final is None else round(final, 4)}", flush=True)
-        all_results.append({**results, "name": name})
-    return all_results
-
-
-def _duration(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def mean_std(values):
-    """(mean, std) of the numbers in `values`, ignoring None; std 0 for one value."""
-    values = [v for v in values if isinstance(v, (int, float))]
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def format_table(rows, columns):
-    """A plain-text table of `rows` (dicts) in `columns` order."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
-
-
-def _cell(value):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def write_table(rows, columns, csv_path):
-    """Writes `rows` as CSV (atomically) and returns the text table."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(csv_path, buffer.getvalue())
-    return format_table(rows, columns)

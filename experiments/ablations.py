@@ -61,22 +61,18 @@ from davidnet.config import Config  # noqa: E402  (after the env var; no Keras)
 from davidnet.studies import (  # noqa: E402
     StudyRecipe,
     add_recipe_arguments,
-    check_reusable,
     dataset_label,
     fail,
-    mean_std,
     parse_list,
     parse_seeds,
     prepare_study_dir,
     resolve_study,
-    run_study,
     study_data,
     study_parser,
     subset_suffix,
     target_line,
-    train_in_fresh_session,
-    write_table,
 )
+from davidnet.study_runs import check_reusable, mean_std, run_study, train_in_fresh_session, write_table  # noqa: E402
 
 # The baseline: DavidNet's DAWNBench recipe (experiments/davidnet.py), SGD, piecewise linear 0 -> lr -> 0,
 # with the recipe's weight decay kept in every configuration.

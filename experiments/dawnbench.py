@@ -23,8 +23,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports keras
 
 from davidnet import leaderboard  # noqa: E402  (after the env var)
+from davidnet.run_results import path_text  # noqa: E402
 from davidnet.results import check_writable, write_json_atomic  # noqa: E402
-from davidnet.studies import format_table, resolve_settings, smoke_dir, study_parser, write_table  # noqa: E402
+from davidnet.studies import resolve_settings, smoke_dir, study_parser  # noqa: E402
+from davidnet.study_runs import format_table, write_table  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -101,7 +103,7 @@ def main(argv=None):
         run = leaderboard.place_runs(paths, settings.label, settings.timing)
         results_dir = check_writable(results_dir or Path(paths[0]).parent)
         entries = leaderboard.leaderboard()  # the shipped tables, checked: nothing unranked ranks first
-    except (ValueError, OSError) as e:  # leaderboard.ResultsError is a ValueError
+    except (ValueError, OSError) as e:  # run_results.ResultsError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -115,7 +117,7 @@ def main(argv=None):
     if settings.plot:
         leaderboard.plot_leaderboard(rows, run, results_dir / "dawnbench.png", settings.title or None, settings.timing)
         written.append(results_dir / "dawnbench.png")
-    print("written: " + ", ".join(map(leaderboard.path_text, written)))
+    print("written: " + ", ".join(map(path_text, written)))
     return 0
 
 

@@ -47,19 +47,16 @@ from davidnet.config_files import load_config  # noqa: E402
 from davidnet.studies import (  # noqa: E402
     StudyRecipe,
     add_recipe_arguments,
-    check_reusable,
     fail,
-    mean_std,
     parse_list,
     parse_seeds,
     prepare_study_dir,
     resolve_study,
-    run_study,
     study_data,
     study_parser,
     subset_suffix,
-    write_table,
 )
+from davidnet.study_runs import check_reusable, mean_std, run_study, write_table  # noqa: E402
 from experiments.davidnet import PRESETS  # noqa: E402
 
 

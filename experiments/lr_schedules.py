@@ -49,7 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import keras  # noqa: E402  (after the env var)
 import numpy as np  # noqa: E402
 
-from davidnet import schedules, studies  # noqa: E402
+from davidnet import schedules, studies, study_runs  # noqa: E402
 from davidnet.results import write_json_atomic  # noqa: E402
 from davidnet.builders import assemble_run, build_schedule, set_precision  # noqa: E402
 from davidnet.config import SCHEDULES, Config  # noqa: E402
@@ -108,7 +108,7 @@ def main(argv=None):
     try:
         plan = [] if args.range_test else sweep_plan(settings, recipe)
         runs = runs_of(recipe, plan)
-        studies.check_reusable(runs, args.results_dir)  # before loading data: fail fast
+        study_runs.check_reusable(runs, args.results_dir)  # before loading data: fail fast
     except ValueError as e:
         studies.fail(e)
 
@@ -206,7 +206,7 @@ def range_test(settings, recipe, data, out_dir):
     finite = [i for i, s in enumerate(test.smoothed) if math.isfinite(s)]
     lowest = min(finite, key=lambda i: test.smoothed[i])
     rows = [{"step": i, "lr": lr, "loss": loss, "smoothed_loss": smoothed} for i, (lr, loss, smoothed) in enumerate(zip(test.lrs, test.losses, test.smoothed))]
-    studies.write_table(rows, ["step", "lr", "loss", "smoothed_loss"], out_dir / "range_test.csv")
+    study_runs.write_table(rows, ["step", "lr", "loss", "smoothed_loss"], out_dir / "range_test.csv")
     summary = {
         "suggested_lr": suggested,
         "rule": "steepest descent of the smoothed loss against log10(lr), before its minimum",
@@ -362,10 +362,10 @@ def sweep(settings, recipe, plan, runs, data, study_dir, dry_run=False):
     if dry_run:
         print("\n".join(f"would train {name}" for name, _ in runs) + f"\nschedules: {study_dir}/lr_schedules.png")
         return
-    results = studies.run_study(runs, data, study_dir)
+    results = study_runs.run_study(runs, data, study_dir)
     rows = table_rows(cells, [cell for cell, _ in plan], results)
     print(studies.target_line(recipe.target, data))
-    print(studies.write_table(rows, COLUMNS, study_dir / "table.csv"))
+    print(study_runs.write_table(rows, COLUMNS, study_dir / "table.csv"))
     print(
         f"final_acc: test accuracy after the last epoch; s_to_target: training seconds (evaluation and the "
         f"first, compiling step excluded) to test accuracy {studies.resolved_target(recipe.target, data):g}, "
@@ -382,8 +382,8 @@ def table_rows(cells, run_cells, results):
     rows = []
     for cell in cells:
         cell_results = [r for run_cell, r in zip(run_cells, results) if run_cell == cell]
-        accuracy = studies.mean_std([r.get("final_accuracy") for r in cell_results])
-        seconds = studies.mean_std([r.get("seconds_to_target") for r in cell_results])
+        accuracy = study_runs.mean_std([r.get("final_accuracy") for r in cell_results])
+        seconds = study_runs.mean_std([r.get("seconds_to_target") for r in cell_results])
         rows.append({
             "schedule": cell.schedule,
             "params": cell.params,

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before keras is imported
 import numpy as np  # noqa: E402
 
 from davidnet import cli  # noqa: E402
-from davidnet.leaderboard import path_text  # noqa: E402
+from davidnet.run_results import path_text  # noqa: E402
 from davidnet.studies import add_common_arguments, resolve_settings  # noqa: E402
 
 
@@ -184,7 +184,7 @@ def model_caption(model_path, smoke_built):
     """One line saying what the model is: from the run's results.json when it sits beside the model."""
     if smoke_built:
         return f"tiny untrained DavidNet (width {SMOKE_WIDTH}), built by --smoke: its predictions are noise"
-    from davidnet.leaderboard import ResultsError, read_json_file
+    from davidnet.run_results import ResultsError, read_json_file
 
     try:
         results = read_json_file(Path(model_path).parent / "results.json")

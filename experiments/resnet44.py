@@ -64,21 +64,18 @@ from davidnet.config import Config  # noqa: E402  (after the env var; no Keras)
 from davidnet.studies import (  # noqa: E402
     StudyRecipe,
     add_recipe_arguments,
-    check_reusable,
     dataset_label,
     fail,
-    mean_std,
     parse_list,
     parse_seeds,
     prepare_study_dir,
     resolve_study,
-    run_study,
     study_data,
     study_parser,
     subset_suffix,
     target_line,
-    write_table,
 )
+from davidnet.study_runs import check_reusable, mean_std, run_study, write_table  # noqa: E402
 
 # He et al.'s ResNet-44 as Hoffer et al.'s code trains it; each run adds its M copies (`run_config`).
 RECIPE = StudyRecipe(

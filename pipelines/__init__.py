@@ -5,11 +5,12 @@ Modules, one job each:
 - `cifar10`: the public data API. `load_cifar10` tries the sources in order
   and returns a `Cifar10`; it also re-exports `DataError`, `CLASS_NAMES`,
   `IMAGE_SHAPE`, the targets and the synthetic data. Import from here.
-- `dataset`: `Cifar10`, `DataError` and the checks every source's arrays pass.
+- `dataset`: `Cifar10`, `DataError`, the checks every source's arrays pass, and
+  how a name from the user's disk is shown in a message (`shown_name`).
 - `pickle_batches`: the official Python-pickle batches (md5 sums, restricted
   unpickler).
-- `image_folders`: ``train/<class>/*.png|jpg`` folders and their decoded
-  ``.npz`` cache.
+- `image_folders`: ``train/<class>/*.png|jpg`` folders: listing, checks and
+  decoding; `decoded_cache`: their decoded arrays kept as one ``.npz``.
 - `tfds_source`: the tensorflow-datasets fallback and its network probe.
 - `targets`: the accuracy a run times (DAWNBench's 94%; 91% on the JPEG copy).
 - `synthetic`: class-coloured noise for smoke runs and tests.

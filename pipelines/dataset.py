@@ -13,6 +13,7 @@ numpy only: no TensorFlow, Pillow or Keras.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -122,3 +123,25 @@ def first_line(error, limit=200):
     line = text[0] if text else type(error).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
+
+# Lone surrogates (bytes of a non-UTF-8 name) and control characters, shown escaped.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def shown_name(text):
+    """``text`` (a str or path) safe to print, log or save as JSON on one line.
+
+    Bytes of a name that is not valid UTF-8 (lone surrogates from os.listdir)
+    become ``\\xNN``, control characters ``\\xNN``/``\\uNNNN``.
+    """
+    text = str(text)
+    if _UNSAFE.search(text) is None:
+        return text
+
+    def escape(match):
+        code = ord(match.group())
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the original byte
+            return f"\\x{code - 0xDC00:02x}"
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _UNSAFE.sub(escape, text)

@@ -50,42 +50,29 @@ Pillow is imported only to decode, and Keras only for the progress bar.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
-import signal
 import stat
-import tempfile
-import threading
-import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-from pipelines.dataset import CLASS_NAMES, IMAGE_SHAPE, DataError, checked, first_line
+from pipelines.dataset import CLASS_NAMES, IMAGE_SHAPE, DataError, checked, first_line, shown_name
+from pipelines.decoded_cache import cache_key, cache_slots, read_cache, remove_replaced, write_cache
 
-_DEFAULT_CACHE_DIR = "~/.cache/davidnet"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # What each decodable content format counts as (MPO: a camera JPEG with extra frames).
 _FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg"}
 # Pillow's default decompression-bomb bound (Image.MAX_IMAGE_PIXELS), kept even where it is turned off.
 _MAX_PIXELS = 89_478_485
-# Bump when the cache's contents, key or decoding change, so old caches are not trusted.
-_CACHE_VERSION = 3  # 2: the test split shuffled too; 3: stat key with inode and ctime, formats by content, 16-bit modes
-_STALE_TEMP_S = 3600  # a temp cache file this old is a killed writer's leftover
 _PROGRESS_EVERY = 1000
 
 _TRAIN_ORDER_SEED = 0
 _TEST_ORDER_SEED = 1
 
-# Lone surrogates (bytes of a non-UTF-8 name) and control characters, shown escaped.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
 
 def load_image_dir(root, origin, resize, cache_dir, progress):
     """Loads ``root/train/<class>/*`` and ``root/test/<class>/*``, through the decoded cache."""
-    where = _shown(root)
+    where = shown_name(root)
     for split in ("train", "test"):
         split_dir = root / split
         if not split_dir.is_dir():
@@ -111,13 +98,13 @@ def load_image_dir(root, origin, resize, cache_dir, progress):
         order = np.random.default_rng(seed).permutation(len(files[split]))
         files[split] = [files[split][i] for i in order]
 
-    caches = _cache_slots(root, cache_dir, resize, _cache_key(files, resize))
+    caches = cache_slots(root, cache_dir, resize, cache_key(files, resize))
     counts = {split: len(files[split]) for split in files}
     for _, _, cache in caches:
-        cached = _read_cache(cache, counts, class_names)
+        cached = read_cache(cache, counts, class_names, set(_FORMATS.values()))
         if cached is not None:
             arrays, formats = cached
-            return _checked(arrays, formats, class_names, where, origin, f"decoded cache {_shown(cache)}")
+            return _checked(arrays, formats, class_names, where, origin, f"decoded cache {shown_name(cache)}")
 
     all_paths = [f[0] for split in ("train", "test") for f in files[split]]
     images, formats = _decode_images(all_paths, resize, progress)
@@ -129,14 +116,14 @@ def load_image_dir(root, origin, resize, cache_dir, progress):
     written, failures = None, []
     for _, prefix, cache in caches:
         try:
-            _write_cache(cache, prefix, arrays, class_names, formats)
+            write_cache(cache, prefix, arrays, class_names, formats)
             written = cache
             break
         except OSError as e:
-            failures.append(f"{_shown(cache.parent)}: {e.strerror or e}")
+            failures.append(f"{shown_name(cache.parent)}: {e.strerror or e}")
     if written is not None:
-        _remove_replaced(caches, written)
-        note = f"decoded cache {_shown(written)}"
+        remove_replaced(caches, written)
+        note = f"decoded cache {shown_name(written)}"
     else:
         note = "decoded, not cached"
         warnings.warn(
@@ -158,25 +145,6 @@ def _checked(arrays, formats, class_names, where, origin, note):
         image_format=image_format,
         class_names=class_names,
     )
-
-
-def _shown(text):
-    """``text`` (a str or path) safe to print, log or save as JSON on one line.
-
-    Bytes of a name that is not valid UTF-8 (lone surrogates from os.listdir)
-    become ``\\xNN``, control characters ``\\xNN``/``\\uNNNN``.
-    """
-    text = str(text)
-    if _UNSAFE.search(text) is None:
-        return text
-
-    def escape(match):
-        code = ord(match.group())
-        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the original byte
-            return f"\\x{code - 0xDC00:02x}"
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _UNSAFE.sub(escape, text)
 
 
 def _class_names(where, train_classes, test_classes):
@@ -236,11 +204,11 @@ def _stat(entry):
     try:
         return entry.stat()
     except OSError as e:
-        shown, target = _shown(entry.path), "?"
+        shown, target = shown_name(entry.path), "?"
         if entry.is_symlink():
             if isinstance(e, FileNotFoundError):
                 with contextlib.suppress(OSError):
-                    target = _shown(os.readlink(entry.path))
+                    target = shown_name(os.readlink(entry.path))
                 raise DataError(f"{shown} is a broken symbolic link (to {target}, which does not exist): remove it or restore its target") from e
             raise DataError(f"{shown} is a symbolic link that cannot be followed ({e.strerror or e}): remove or fix it") from e
         raise DataError(f"cannot read {shown} ({e.strerror or e}): check its permissions, or remove it") from e
@@ -253,10 +221,10 @@ def _scan_split(split_dir):
     expects is refused by name (see the module docstring). Paths stay strings:
     pathlib costs seconds over 60,000 files.
     """
-    where = _shown(split_dir)
+    where = shown_name(split_dir)
     listing = {}
     for entry in _entries(split_dir):
-        shown = _shown(entry.path)
+        shown = shown_name(entry.path)
         st = _stat(entry)
         if not stat.S_ISDIR(st.st_mode):
             what = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
@@ -264,7 +232,7 @@ def _scan_split(split_dir):
                 f"{shown} is {what}, not a class folder: {where}/ holds one folder per class "
                 f"(<class>/*.png|jpg); move it out"
             )
-        if _shown(entry.name) != entry.name:
+        if shown_name(entry.name) != entry.name:
             raise DataError(
                 f"class folder {shown} has a name that is not valid UTF-8 text (or holds control characters): "
                 f"rename it, class names are printed and saved"
@@ -283,19 +251,19 @@ def _scan_class(class_dir):
         st = _stat(entry)  # never opens: a FIFO is refused here, not read
         if stat.S_ISDIR(st.st_mode):
             raise DataError(
-                f"unexpected folder {_shown(path)}: class folders hold image files only "
+                f"unexpected folder {shown_name(path)}: class folders hold image files only "
                 f"(expected <class>/*.png|jpg); move it out"
             )
         if not stat.S_ISREG(st.st_mode):
-            raise DataError(f"{_shown(path)} is {_kind(st.st_mode)}, not an image file: remove it from the image folder")
+            raise DataError(f"{shown_name(path)} is {_kind(st.st_mode)}, not an image file: remove it from the image folder")
         if not entry.name.lower().endswith(_IMAGE_SUFFIXES):
-            raise DataError(f"{_shown(path)} is not an image (expected .png, .jpg or .jpeg): remove it from the image folder")
+            raise DataError(f"{shown_name(path)} is not an image (expected .png, .jpg or .jpeg): remove it from the image folder")
         if st.st_size == 0:
-            raise DataError(f"{_shown(path)} is empty (0 bytes): replace it with the image or remove it")
+            raise DataError(f"{shown_name(path)} is empty (0 bytes): replace it with the image or remove it")
         images.append((path, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)))
     if not images:
         raise DataError(
-            f"class folder {_shown(class_dir)} is empty: add its .png/.jpg images or remove the folder"
+            f"class folder {shown_name(class_dir)} is empty: add its .png/.jpg images or remove the folder"
         )
     return images
 
@@ -307,148 +275,9 @@ def _entries(folder):
             entries = [e for e in it if not e.name.startswith(".")]
     except OSError as e:
         raise DataError(
-            f"cannot list {_shown(e.filename or folder)} ({e.strerror or e}): make it readable (chmod a+rx) or remove it"
+            f"cannot list {shown_name(e.filename or folder)} ({e.strerror or e}): make it readable (chmod a+rx) or remove it"
         ) from e
     return sorted(entries, key=lambda e: e.name)
-
-
-def _cache_key(files, resize):
-    """Short hash of what decoding depends on, so any change to the folder decodes it again."""
-    h = hashlib.sha256(f"cifar10-cache v{_CACHE_VERSION} resize={bool(resize)}\n".encode())
-    for split in ("train", "test"):
-        for _, label, rel, key in files[split]:
-            # fsencode: the raw bytes of a name that is not valid UTF-8.
-            h.update(os.fsencode(rel) + f"\0{label}\0{key}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _cache_slots(root, cache_dir, resize, key):
-    """[(folder, name prefix, cache path)], the data folder first, then the fallback.
-
-    The prefix names the slot, one cache per image folder and resize setting:
-    writing a new cache replaces the files with the same prefix. In the shared
-    fallback folder the prefix carries a hash of the image folder's real path.
-    """
-    r = "r1" if resize else "r0"
-    fallback = Path(os.path.expanduser(str(cache_dir) if cache_dir else _DEFAULT_CACHE_DIR))
-    folder = hashlib.sha256(os.fsencode(os.path.realpath(root))).hexdigest()[:12]
-    slots = ((Path(root), f".cifar10-cache-{r}-"), (fallback, f"cifar10-cache-{folder}-{r}-"))
-    return [(d, prefix, d / f"{prefix}{key}.npz") for d, prefix in slots]
-
-
-def _temp_prefix(prefix):
-    """Temporary files are hidden and named apart from the caches they become."""
-    return "." + prefix.lstrip(".") + "tmp-"
-
-
-def _remove_replaced(caches, kept):
-    """Removes the caches ``kept`` replaces: ours only, recognised by name, in our cache folders.
-
-    Those are the other caches of the same slot (an earlier state of the
-    folder), temp files of killed writers older than `_STALE_TEMP_S`, and in
-    the data folder itself the caches of version 2 (named without a slot).
-    Best effort: a file that cannot be removed is left.
-    """
-    now = time.time()
-    for folder, prefix, _ in caches:
-        ours = re.compile(re.escape(prefix) + r"[0-9a-f]{16}\.npz")
-        temp = re.compile(re.escape(_temp_prefix(prefix)) + r"\w+\.tmp")
-        legacy = re.compile(r"\.cifar10-cache-[0-9a-f]{16}\.npz") if folder == caches[0][0] else None
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            path = folder / name
-            try:
-                if ours.fullmatch(name) or (legacy is not None and legacy.fullmatch(name)):
-                    if path != kept:
-                        path.unlink()
-                elif temp.fullmatch(name) and now - path.lstat().st_mtime > _STALE_TEMP_S:
-                    path.unlink()
-            except OSError:
-                pass
-
-
-def _read_cache(path, counts, class_names):
-    """Returns the cached ((x_train, y_train, x_test, y_test), formats), or None if absent or unusable."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = tuple(z[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-            names = tuple(str(n) for n in z["class_names"])
-            formats = {str(f) for f in z["formats"]}
-    except Exception as e:  # noqa: BLE001 - a broken cache (truncated zip, ...) is just decoded again
-        warnings.warn(f"ignoring unreadable cache {_shown(path)} ({type(e).__name__}): decoding again", stacklevel=5)
-        return None
-    x_train, y_train, x_test, y_test = arrays
-    for x, y, n in ((x_train, y_train, counts["train"]), (x_test, y_test, counts["test"])):
-        if (
-            x.shape != (n, *IMAGE_SHAPE)
-            or x.dtype != np.uint8
-            or y.shape != (n,)
-            or y.dtype != np.int32
-            or (n and not 0 <= y.min() <= y.max() < len(class_names))
-        ):
-            return None
-    if names != tuple(class_names) or not formats or not formats <= set(_FORMATS.values()):
-        return None
-    return arrays, formats
-
-
-def _write_cache(path, prefix, arrays, class_names, formats):
-    """Writes the cache atomically: a reader sees the old file or the whole new one.
-
-    The temp file is removed on any exception, KeyboardInterrupt included, and
-    on SIGTERM (`_sigterm_raises`); only SIGKILL or a crash can leave one, and
-    the next write removes it once stale (`_remove_replaced`).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _sigterm_raises():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(prefix), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                x_train, y_train, x_test, y_test = arrays
-                # Uncompressed: loading 180 MB is then a plain read, compression would cost seconds.
-                np.savez(
-                    f,
-                    x_train=x_train,
-                    y_train=y_train,
-                    x_test=x_test,
-                    y_test=y_test,
-                    class_names=np.array(class_names),
-                    formats=np.array(sorted(formats)),
-                )
-            # mkstemp makes the file private; a cache in a shared data folder should be readable by all.
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    """While the cache is written, SIGTERM raises SystemExit(143) instead of ending the process
-    outright, so the temp file is removed. Only where Python may set handlers (the main thread)
-    and none is set: a program's own SIGTERM handler is left alone."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
-
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _decode_images(paths, resize, progress):
@@ -481,7 +310,7 @@ def _decode_images(paths, resize, progress):
 
 def _decode_one(Image, path, resize):
     """One image as ((32, 32, 3) uint8, "png" or "jpeg"); ``Image`` is PIL.Image, passed in to import it once."""
-    shown = _shown(path)
+    shown = shown_name(path)
     try:
         # O_NONBLOCK: should the file have become a FIFO since it was listed, opening it does not
         # hang, and fstat refuses it below (O_NONBLOCK changes nothing for a regular file).
@@ -509,10 +338,10 @@ def _decode_one(Image, path, resize):
         except DataError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise DataError(f"{shown} is too large to decode ({_shown(first_line(e))}): shrink it or remove it") from e
+            raise DataError(f"{shown} is too large to decode ({shown_name(first_line(e))}): shrink it or remove it") from e
         except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError, ... on bad files
             raise DataError(
-                f"{shown} is not a readable image ({type(e).__name__}: {_shown(first_line(e))}): replace or remove it"
+                f"{shown} is not a readable image ({type(e).__name__}: {shown_name(first_line(e))}): replace or remove it"
             ) from e
     if rgb.shape[:2] != IMAGE_SHAPE[:2]:
         rgb = np.asarray(Image.fromarray(rgb).resize(IMAGE_SHAPE[:2], Image.Resampling.BILINEAR))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import image_folders, pickle_batches, tfds_source
+from pipelines import decoded_cache, pickle_batches, tfds_source
 from pipelines.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from tests.datasets import batch_dict, make_image_dir, make_pickle_dir, synthetic_arrays, write_batch
 
@@ -363,14 +363,14 @@ def test_read_only_data_dir_falls_back_to_cache_dir(tmp_path, monkeypatch):
     root = make_image_dir(tmp_path / "imgs", 2, 1)
     cache_dir = tmp_path / "cache"
     # chmod alone does not stop root, so refuse temp files in the data folder as a read-only mount would.
-    real_mkstemp = image_folders.tempfile.mkstemp
+    real_mkstemp = decoded_cache.tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):
         if Path(dir) == root:
             raise PermissionError(13, "Permission denied", str(dir))
         return real_mkstemp(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(image_folders.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(decoded_cache.tempfile, "mkstemp", mkstemp)
     root.chmod(0o555)
     try:
         first = load(root, cache_dir=cache_dir)
@@ -389,7 +389,7 @@ def test_uncachable_folder_still_loads_with_a_warning(tmp_path, monkeypatch):
     def mkstemp(*args, dir=None, **kwargs):
         raise PermissionError(13, "Permission denied", str(dir))
 
-    monkeypatch.setattr(image_folders.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(decoded_cache.tempfile, "mkstemp", mkstemp)
     with pytest.warns(UserWarning, match="could not cache"):
         data = load(root, cache_dir=tmp_path / "cache")
     assert "not cached" in data.source and len(data.x_train) == 20

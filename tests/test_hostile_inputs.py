@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from davidnet import leaderboard
+from davidnet import leaderboard, run_results
 from experiments import dawnbench, predict
 from tests.conftest import host_kernel_init
 from tests.test_study_dawnbench_previews_predict import CACHE, run_dawnbench, write_results
@@ -109,7 +109,7 @@ def test_missing_status_a_directory_a_pipe_a_huge_file_and_a_run_given_twice(tmp
     (tmp_path / "nostatus.json").write_text(json.dumps(results))
     os.mkfifo(tmp_path / "pipe.json")
     with open(tmp_path / "huge.json", "wb") as f:
-        f.truncate(leaderboard.MAX_RESULTS_BYTES + 1)  # sparse: no disk used
+        f.truncate(run_results.MAX_RESULTS_BYTES + 1)  # sparse: no disk used
     cases = [
         ([tmp_path / "nostatus.json"], "it has no status"),
         ([tmp_path], "is a directory"),

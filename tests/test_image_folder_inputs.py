@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import image_folders
+from pipelines import decoded_cache, image_folders
 from pipelines.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from tests.datasets import make_image_dir
 
@@ -375,14 +375,14 @@ def test_a_new_cache_removes_only_the_caches_it_replaces(root, tmp_path, monkeyp
     cache_dir.mkdir()
     other_folder = cache_dir / "cifar10-cache-aaaaaaaaaaaa-r0-0123456789abcdef.npz"
     other_folder.write_bytes(b"x")
-    real_mkstemp = image_folders.tempfile.mkstemp
+    real_mkstemp = decoded_cache.tempfile.mkstemp
 
     def mkstemp(*args, dir=None, **kwargs):  # the data folder is read-only
         if os.path.samefile(dir, root):
             raise PermissionError(13, "Permission denied", str(dir))
         return real_mkstemp(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(image_folders.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(decoded_cache.tempfile, "mkstemp", mkstemp)
     for f in root.glob(".cifar10-cache-r0-*.npz"):
         f.unlink()
     load(root, cache_dir=cache_dir)
@@ -398,7 +398,7 @@ def test_an_interrupted_cache_write_leaves_no_file(root, monkeypatch):
         f.write(b"PK half a zip")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(image_folders.np, "savez", interrupted)
+    monkeypatch.setattr(decoded_cache.np, "savez", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load(root)
     assert caches(root) == []
@@ -412,7 +412,7 @@ def test_an_interrupted_cache_write_leaves_no_file(root, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)
 
-    monkeypatch.setattr(image_folders.np, "savez", terminated)
+    monkeypatch.setattr(decoded_cache.np, "savez", terminated)
     with pytest.raises(SystemExit) as e:
         load(root)
     assert e.value.code == 128 + signal.SIGTERM

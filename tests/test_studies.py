@@ -7,7 +7,8 @@ import pytest
 
 from davidnet.config_files import ConfigError, checked_values, load_config, read_config_file
 from davidnet.results import write_json_atomic
-from davidnet.studies import format_table, mean_std, resolve_settings, run_study, write_table
+from davidnet.studies import resolve_settings
+from davidnet.study_runs import format_table, mean_std, run_study, write_table
 from davidnet.training import Config
 
 pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
@@ -134,7 +135,7 @@ def test_a_finished_run_with_other_settings_is_refused_and_ctrl_c_stops_the_stud
 
 @pytest.mark.parametrize("content", [b"[" * 100000, b"[1, 2]", b"\xff\xfe garbage", b'{"status": "completed"'])
 def test_a_damaged_results_json_in_a_study_is_trained_again(tmp_path, content):
-    from davidnet.studies import finished_results
+    from davidnet.study_runs import finished_results
 
     (tmp_path / "results.json").write_bytes(content)
     assert finished_results(tmp_path) is None

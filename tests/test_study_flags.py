@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from davidnet import studies
+from davidnet import studies, study_runs
 from davidnet.results import write_json_atomic
 from davidnet.training import Config
 from experiments import ablations, augmentations, dawnbench, fast_ablation, lr_schedules, resnet44
@@ -339,9 +339,9 @@ def test_a_finished_run_is_reused_when_its_target_was_the_same_value(tmp_path):
     run_dir.mkdir(parents=True)
     write_json_atomic(run_dir / "results.json", {"status": "completed", "target": 0.94, "config": dataclasses.asdict(Config(target=0.94))})
     runs = [("a", Config(target=None))]
-    studies.check_reusable(runs, tmp_path, fake_data(image_format="pickle"))
-    studies.check_reusable(runs, tmp_path)  # without data: let through, checked again once data is loaded
+    study_runs.check_reusable(runs, tmp_path, fake_data(image_format="pickle"))
+    study_runs.check_reusable(runs, tmp_path)  # without data: let through, checked again once data is loaded
     with pytest.raises(ValueError, match=r"target 0.94 there, 0.91 now"):
-        studies.check_reusable(runs, tmp_path, fake_data(image_format="jpeg"))
+        study_runs.check_reusable(runs, tmp_path, fake_data(image_format="jpeg"))
     with pytest.raises(ValueError, match=r"target 0.94 there, 0.5 now"):
-        studies.check_reusable([("a", Config(target=0.5))], tmp_path)
+        study_runs.check_reusable([("a", Config(target=0.5))], tmp_path)
