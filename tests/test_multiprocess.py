@@ -85,7 +85,10 @@ def runs(data_dir, cache, tmp_path_factory):
             process.communicate()
     assert one.returncode == 0, one_out[-3000:] + one_err[-3000:]
     stopped = {"returncode": two[0].returncode, "took": took, "stdout": out, "stderr": err}
-    resumed = launch_cli(*args, "--results-dir", root / "two", "--resume", cache=cache, env=QUICK)
+    again = [*args, "--results-dir", root / "two", "--resume"]
+    # JAX: as `srun --ntasks 2` starts it, jax.distributed.initialize reading the SLURM
+    # variables itself; TensorFlow: by the launcher. (The by-hand variables started the run.)
+    resumed = srun(again, cache) if BACKEND == "jax" else launch_cli(*again, cache=cache, env=QUICK)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     results = {name: json.loads((root / name / "results.json").read_text()) for name in ("one", "two")}
     return root, stopped, resumed, results
@@ -130,7 +133,7 @@ def test_a_killed_process_stops_the_others_in_one_line_and_the_same_launch_resum
     assert stopped["took"] < 30, f"process 0 took {stopped['took']:.0f} s to notice"
     line = next(line for line in stopped["stderr"].splitlines() if line.startswith("error: "))
     assert line.startswith("error: another process of this run stopped (") and "run the same launch with --resume" in line
-    assert resumed.stdout.count("results: ") == 1  # process 0's output only
+    assert resumed.stdout.count("results: ") == 1  # process 0's output only (srun's: each task's own)
     two = results["two"]
     assert two["status"] == "completed" and two["epochs_completed"] == 2
     assert two["resumed"] == [{"after_epoch": 1}]
@@ -210,6 +213,37 @@ def start_processes(arguments, cache):
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     return processes
+
+
+def srun(args, cache):
+    """The train CLI as the 2 tasks of a SLURM step on this host: the variables `srun
+    --ntasks 2` sets, and none of ours. JAX takes its coordinator port from the job id
+    (61440 + id % 4096), so the id is chosen to make that port a free one."""
+    port = _free_slurm_port()
+    env = {**os.environ, **QUICK, "SLURM_JOB_ID": str(port - 61440), "SLURM_STEP_NODELIST": "localhost",
+           "SLURM_NTASKS": "2", "SLURM_STEP_NUM_NODES": "1"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "experiments.davidnet", "--compile-cache", str(cache), *map(str, args)],
+            cwd=ROOT, env={**env, "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for task in range(2)
+    ]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    failed = next((i for i, p in enumerate(processes) if p.returncode), 0)
+    return subprocess.CompletedProcess(processes[failed].args, processes[failed].returncode, *outputs[failed])
+
+
+def _free_slurm_port():
+    for port in range(61440 + os.getpid() % 4000, 65536):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 61440..65535 for a SLURM coordinator")
 
 
 def _distribution_variables(monkeypatch, address, index):
