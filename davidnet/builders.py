@@ -33,7 +33,8 @@ def build_model(config, x_train=None, num_classes=10):
     """The model the config names (`davidnet.config.MODELS`), with `num_classes`
     outputs (the data's classes). `x_train` (uint8 training images) is needed
     for airbench94's whitening (`config.whiten`)."""
-    return builder(MODELS, config.model)(config, x_train, num_classes)
+    with hardware.one_off_compiles():  # the initialisers
+        return builder(MODELS, config.model)(config, x_train, num_classes)
 
 
 def augmentation(config):
@@ -289,7 +290,8 @@ def compile_model(config, x_train=None, learning_rate=0.0, momentum=None, num_cl
     # creates variables is traced again: about 2 s more of every run's start on a
     # CPU. Built here, they exist before fit (JAX's fit builds them up front too).
     if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+        with hardware.one_off_compiles():  # its slots' initialisers
+            model.optimizer.build(model.trainable_variables)
     return model
 
 
