@@ -173,7 +173,7 @@ def _train(config, data, results_dir, host_augment, state, callbacks, devices, p
     if config.precompile and keras.backend.backend() != "jax":
         print(f"note: --precompile compiles JAX steps; on {keras.backend.backend()} compile_s is the first step's time instead")
     elif config.precompile:
-        if not model.optimizer.built:
+        if keras_private.fit_builds_on_a_batch(model):
             # Compiling needs the model built. fit would build it on a batch
             # drawn from the feed, which starts an epoch of it: the device feed
             # draws that permutation here too, so a precompiled run trains on

@@ -12,7 +12,10 @@ It sits in `pipelines`, the lowest layer, so that both packages can use it.
 The names:
 - `Model._symbolic_build(data_batch=...)`: builds the model, its optimizer
   and metrics on one batch before `fit`, as `fit` itself would (the scanned
-  loop and --precompile need the model built before the first step).
+  loop and --precompile need the model built before the first step); and its
+  condition for drawing that batch (`_flatten_layers`, `_compile_metrics`,
+  `_compile_loss`), which --precompile mirrors so that a precompiled run
+  draws the same batches as a plain one.
 - JAX trainer `_get_jax_state(...)` and the `train_function(state,
   iterator) -> (logs, state)` contract: compiling the steps on a copy of the
   state (--precompile), and putting a scanned epoch in place of the step
@@ -46,6 +49,17 @@ CHECKED_WITH = "3.15.1"
 def build_on_batch(model, batch):
     """Builds `model` (and its optimizer and metrics) on one batch, as `fit` would."""
     model._symbolic_build(data_batch=batch)
+
+
+def fit_builds_on_a_batch(model):
+    """Whether `fit` would first build `model` on a batch it draws from its data
+    (`Model._symbolic_build`'s condition: a layer, the compiled loss or the
+    compiled metrics not built yet; an unbuilt optimizer alone is built without
+    a batch). Drawing that batch starts an epoch of the feed."""
+    unbuilt = [not all(layer.built for layer in model._flatten_layers())]
+    for compiled in (model._compile_metrics, model._compile_loss):
+        unbuilt.append(compiled is not None and not compiled.built)
+    return any(unbuilt)
 
 
 def jax_state(model, optimizer=True):
@@ -108,6 +122,10 @@ def check():
     problems = []
     if "data_batch" not in inspect.signature(trainer.Trainer._symbolic_build).parameters:
         problems.append("Model._symbolic_build(data_batch=...)")
+    build_source = inspect.getsource(trainer.Trainer._symbolic_build)
+    if not all(name in build_source for name in ("_flatten_layers", "_compile_metrics", "_compile_loss",
+                                                 "if model_unbuilt or compile_metrics_unbuilt or compile_loss_unbuilt")):
+        problems.append("Model._symbolic_build's condition for building on a batch")
     if "async_safe" not in inspect.getsource(callback_list.CallbackList):
         problems.append("CallbackList's async_safe attribute")
     if "_allow_non_tensor_positional_args" not in inspect.getsource(layer_module.Layer):
