@@ -1,5 +1,6 @@
 """Nothing lost, clear errors: kills, resume, atomic results, reproducibility, config files."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import pytest
 
 from davidnet.training import Config, ResumeError, train
 from tests.datasets import make_image_dir
-from tests.helpers import ROOT, TINY, run_cli, run_main, tiny_data
+from tests.helpers import ROOT, TINY, run_main, tiny_data
 
 pytestmark = pytest.mark.one_backend("jax")  # the same on either backend (tests/conftest.py)
 
@@ -45,7 +46,7 @@ def wait_for_epochs(results_json, epochs, process, timeout=300):
     raise AssertionError(f"{results_json} did not reach {epochs} epochs in {timeout}s")
 
 
-def test_sigkill_mid_run_then_resume_finishes_with_the_complete_history(image_dir, tmp_path):
+def test_sigkill_mid_run_then_resume_finishes_with_the_complete_history(image_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--epochs", "6", "--width", "0.125", "--batch-size", "20", "--target", "0.3", "--verbose", "0",
             "--data-dir", str(image_dir), "--results-dir", str(out)]
@@ -58,9 +59,11 @@ def test_sigkill_mid_run_then_resume_finishes_with_the_complete_history(image_di
     assert killed["status"] == "running" and killed["epochs_completed"] >= 2
     kept = killed["history"]
 
-    proc = run_cli("--resume", "--data-dir", str(image_dir), "--results-dir", str(out))
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "resuming" in proc.stdout
+    # The kill is a real one, from outside; the resume needs no fresh interpreter
+    # (its start-up would cost more than the epochs): the CLI in-process.
+    code, stdout, err = run_main(capsys, "--resume", "--data-dir", str(image_dir), "--results-dir", str(out))
+    assert code == 0, stdout[-2000:] + err[-2000:]
+    assert "resuming" in stdout
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "completed"
     assert [r["epoch"] for r in results["history"]] == [1, 2, 3, 4, 5, 6]
@@ -76,38 +79,6 @@ def test_sigkill_mid_run_then_resume_finishes_with_the_complete_history(image_di
     assert results["train_s"] == pytest.approx(sum(r["train_s"] for r in results["history"]))
     assert not (out / "checkpoint").exists()  # finished: model.keras holds the result
     assert (out / "model.keras").exists()
-
-
-def test_resume_in_process_restores_model_optimizer_and_schedule(tmp_path, monkeypatch):
-    from davidnet import callbacks
-
-    data = tiny_data()
-    config = Config(epochs=3, **TINY)
-    full = train(config, data, tmp_path / "full")
-
-    original = callbacks.EpochReport.on_epoch_end
-
-    def interrupt_after_two(self, epoch, logs=None):  # Ctrl-C right after epoch 2's checkpoint
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks.EpochReport, "on_epoch_end", interrupt_after_two)
-    interrupted = train(config, data, tmp_path / "split")
-    monkeypatch.setattr(callbacks.EpochReport, "on_epoch_end", original)
-    assert interrupted["status"] == "interrupted" and interrupted["epochs_completed"] == 2
-    assert (tmp_path / "split" / "checkpoint" / "state.json").exists()
-
-    resumed = train(config, data, tmp_path / "split", resume=True)
-    assert resumed["status"] == "completed"
-    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
-    assert resumed["history"][:2] == interrupted["history"]
-    assert resumed["lr_history"] == full["lr_history"]
-    assert resumed["resumed"] == [{"after_epoch": 2}]
-    # Weights and optimizer came back: epoch 3's loss is the uninterrupted run's
-    # (up to the data order after a resume; seen within 2%), far below the ~2.0
-    # of a fresh model.
-    assert resumed["history"][2]["loss"] == pytest.approx(full["history"][2]["loss"], rel=0.1)
 
 
 def test_resume_errors_are_one_line(image_dir, tmp_path, capsys):
@@ -149,14 +120,58 @@ def test_killing_a_writer_mid_write_never_leaves_a_half_written_file(tmp_path):
         assert len(json.loads((tmp_path / "dawnbench.json").read_text())) == 2999
 
 
-def test_same_seed_gives_the_same_history(tmp_path):
+@pytest.fixture(scope="module")
+def seeded_runs(tmp_path_factory):
+    """Four tiny runs of 3 epochs, mixup on (its draws are seeded too), for the
+    resume and the reproducibility tests: "full", uninterrupted, seed 3;
+    "interrupted", the same run stopped by Ctrl-C right after epoch 2's
+    checkpoint; "resumed", that run resumed; "other", the same settings with
+    seed 4. One scenario for both tests: each train() costs a trace or a compile
+    of its steps, more than its epochs."""
+    from davidnet import callbacks
+
+    root = tmp_path_factory.mktemp("seeded")
     data = tiny_data()
-    runs = [train(Config(epochs=2, seed=3, mixup=0.2, **TINY), data, tmp_path / f"r{i}") for i in range(2)]
+    config = Config(epochs=3, seed=3, mixup=0.2, **TINY)
+    runs = {"full": train(config, data, root / "full")}
+    original = callbacks.EpochReport.on_epoch_end
+
+    def interrupt_after_two(self, epoch, logs=None):  # Ctrl-C right after epoch 2's checkpoint
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(callbacks.EpochReport, "on_epoch_end", interrupt_after_two)
+        runs["interrupted"] = train(config, data, root / "split")
+    runs["checkpointed"] = (root / "split" / "checkpoint" / "state.json").exists()
+    runs["resumed"] = train(config, data, root / "split", resume=True)
+    runs["other"] = train(dataclasses.replace(config, seed=4), data, root / "other")
+    return runs
+
+
+def test_resume_in_process_restores_model_optimizer_and_schedule(seeded_runs):
+    full, interrupted, resumed = seeded_runs["full"], seeded_runs["interrupted"], seeded_runs["resumed"]
+    assert interrupted["status"] == "interrupted" and interrupted["epochs_completed"] == 2
+    assert seeded_runs["checkpointed"]
+    assert resumed["status"] == "completed"
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][:2] == interrupted["history"]
+    assert resumed["lr_history"] == full["lr_history"]
+    assert resumed["resumed"] == [{"after_epoch": 2}]
+    # Weights and optimizer came back: epoch 3's loss is the uninterrupted run's
+    # (up to the data order and the mixup draws after a resume), far below the
+    # ~2.0 of a fresh model.
+    assert resumed["history"][2]["loss"] == pytest.approx(full["history"][2]["loss"], rel=0.1)
+
+
+def test_same_seed_gives_the_same_history(seeded_runs):
+    # Two runs of seed 3: the uninterrupted one, and the one stopped after epoch 2.
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")
-    first, second = ([{k: r[k] for k in keys} for r in run["history"]] for run in runs)
-    assert first == second
-    other = train(Config(epochs=2, seed=4, mixup=0.2, **TINY), data, tmp_path / "other")
-    assert [r["loss"] for r in other["history"]] != [r["loss"] for r in runs[0]["history"]]
+    first, second = ([{k: r[k] for k in keys} for r in seeded_runs[name]["history"][:2]] for name in ("full", "interrupted"))
+    assert len(first) == 2 and first == second
+    other = seeded_runs["other"]
+    assert [r["loss"] for r in other["history"]] != [r["loss"] for r in seeded_runs["full"]["history"]]
 
 
 def test_cli_config_file_and_its_errors(image_dir, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The run's folder: one run per folder, a lock while it lives, resume only as the
 same run, SIGTERM as Ctrl-C, a full disk or a damaged checkpoint as one line."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,9 +22,16 @@ from davidnet.training import Config, train
 from tests.datasets import make_image_dir
 from tests.helpers import ROOT, TINY, run_main, tiny_data
 
-pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+# The same on either backend (tests/conftest.py); run in the JAX run, where a training
+# takes a few seconds once its programs are in the suite's compilation cache, while
+# TensorFlow traces every new model's steps again.
+pytestmark = pytest.mark.one_backend("jax")
 
 DATA = tiny_data()
+# The runs that train share these settings (epochs included: the learning rate
+# schedule is a table in the compiled step), so that JAX compiles their programs
+# once and the others find them in the compilation cache.
+CONFIG = Config(epochs=3, **TINY)
 
 
 class AtEpochEnd(keras.callbacks.Callback):
@@ -43,11 +51,11 @@ def snapshot(folder):
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
-    """A run of 3 epochs stopped by SIGTERM while it wrote epoch 1's checkpoint: (folder, config)."""
+    """A run of CONFIG's 3 epochs stopped by SIGTERM while it wrote epoch 1's checkpoint: (folder, config)."""
     from davidnet import checkpoint
 
     folder = tmp_path_factory.mktemp("interrupted") / "run"
-    config = Config(epochs=3, **TINY)
+    config = CONFIG
     write = checkpoint.write_bytes_atomic
 
     def signalled_write(path, data):  # a scheduler's SIGTERM lands mid-write
@@ -83,11 +91,11 @@ def test_a_folder_holding_another_run_is_refused_and_overwrite_replaces_only_its
     (folder / "checkpoint" / "epoch-0004.weights.h5").write_bytes(b"an older run's")
     before = snapshot(folder)
     with pytest.raises(RunFolderError, match=r"holds a completed run \(4 epochs\): choose another --results-dir, or pass --overwrite"):
-        train(Config(epochs=1, **TINY), DATA, folder)
+        train(CONFIG, DATA, folder)
     assert snapshot(folder) == before  # refused: nothing touched
-    results = train(Config(epochs=1, **TINY), DATA, folder, overwrite=True)
+    results = train(CONFIG, DATA, folder, overwrite=True)
     assert results["status"] == "completed"
-    assert json.loads((folder / "results.json").read_text())["epochs_completed"] == 1
+    assert json.loads((folder / "results.json").read_text())["epochs_completed"] == CONFIG.epochs
     # The run's own checkpoint files are gone; what it did not write stays.
     assert sorted(p.name for p in (folder / "checkpoint").iterdir()) == ["notes.txt"]
     assert (folder / "notes.txt").read_text() == "mine"
@@ -106,7 +114,7 @@ def test_a_run_holds_its_folder_and_a_dead_holders_lock_is_free(tmp_path):
         with pytest.raises(RunFolderError, match=in_use):
             run_folder.check_fresh(folder)  # what the command line asks before loading data
         with pytest.raises(RunFolderError, match=in_use):
-            train(Config(epochs=1, **TINY), DATA, folder)
+            train(CONFIG, DATA, folder)
     finally:
         holder.kill()  # SIGKILL: its lock file stays, its lock does not
         holder.wait()
@@ -126,7 +134,7 @@ def test_ctrl_c_before_the_first_epoch_ends_leaves_a_folder_the_same_command_reu
             raise SystemError("error return without exception set")
 
     folder = tmp_path / "run"
-    results = train(Config(epochs=2, **TINY), DATA, folder, callbacks=[Interrupt()])
+    results = train(CONFIG, DATA, folder, callbacks=[Interrupt()])
     assert (results["status"], results["epochs_completed"]) == ("interrupted", 0)
     assert "interrupted before the first epoch ended: nothing to resume; run the same command again" in capsys.readouterr().out
     with pytest.raises(ResumeError, match="stopped before its first epoch ended; run the same command without --resume"):
@@ -152,7 +160,7 @@ def file_size_limit():
 
 def test_a_full_disk_is_one_line_and_keeps_the_run_resumable(tmp_path, file_size_limit):
     folder = tmp_path / "run"
-    config = Config(epochs=3, **{**TINY, "save_model": True})
+    config = dataclasses.replace(CONFIG, save_model=True)
     with pytest.raises(WriteError) as error:  # mid-run: epoch 2's checkpoint
         train(config, DATA, folder, callbacks=[AtEpochEnd(1, lambda: file_size_limit(1000))])
     file_size_limit(resource.RLIM_INFINITY)
@@ -231,17 +239,18 @@ def test_a_damaged_checkpoint_is_one_line_and_nothing_is_deleted(interrupted, tm
 
 
 def _located(data, where):
-    import dataclasses
-
     return dataclasses.replace(data, location=where)
 
 
 def test_the_same_command_with_resume_added_continues_and_other_flags_are_named(tmp_path, capsys, monkeypatch):
     from davidnet.callbacks import EpochReport
 
-    image_dir = make_image_dir(tmp_path / "cifar", n_train_per_class=20, n_test_per_class=5)
+    # CONFIG's run on the command line: 256 training images and 100 test images, as
+    # DATA, so that JAX finds its programs compiled.
+    image_dir = make_image_dir(tmp_path / "cifar", n_train_per_class=26, n_test_per_class=10)
     folder = tmp_path / "run"
-    command = ["--results-dir", str(folder), "--epochs", "3", "--width", "0.125", "--batch-size", "32", "--verbose", "0", "--no-save-model"]
+    command = ["--results-dir", str(folder), "--epochs", "3", "--subset", "256", "--width", "0.125", "--batch-size", "32",
+               "--verbose", "0", "--no-save-model"]
     report = EpochReport.on_epoch_end
 
     def stopped_after_one(self, epoch, logs=None):  # a scheduler's SIGTERM after epoch 1

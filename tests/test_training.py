@@ -1,5 +1,7 @@
-"""The training engine in-process, and the CLI end to end in a subprocess."""
+"""The training engine, and the CLI end to end, in-process."""
 
+import contextlib
+import io
 import json
 import re
 
@@ -11,7 +13,7 @@ from davidnet.config import Config
 from davidnet.results import summary_line
 from davidnet.training import train
 from tests.datasets import make_image_dir
-from tests.helpers import ROOT, TINY, run_cli, run_main, tiny_data
+from tests.helpers import ROOT, TINY, run_main, tiny_data
 
 def test_sgd_and_adam_are_pytorchs_with_the_coupled_weight_decay():
     from davidnet.torch_optimizers import TorchAdam, TorchSGD
@@ -76,23 +78,31 @@ def image_dir(tmp_path_factory):
 
 
 @pytest.mark.one_backend("jax")  # the command line and the data, the same on either backend
-def test_cli_end_to_end_summary_agrees_with_results_json(image_dir, tmp_path):
+def test_cli_end_to_end_summary_agrees_with_results_json(tmp_path, capsys):
+    # In-process (run_main): what is checked here is what the command line prints
+    # and writes, not the interpreter around it, whose start-up would cost more than
+    # the run. A fresh `python -m experiments.davidnet` runs in tests/test_robustness.py
+    # (killed) and tests/test_multiprocess.py (to its exit code 0).
+    # The sizes and settings of tests/test_run_folder.py's runs (256 of 260 training
+    # images, 100 test images, 3 epochs): JAX compiles their programs once.
+    image_dir = make_image_dir(tmp_path / "cifar", n_train_per_class=26, n_test_per_class=10)
     out = tmp_path / "run"
-    proc = run_cli("--epochs", "2", "--subset", "160", "--width", "0.125", "--batch-size", "32",
-                   "--target", "0.3", "--data-dir", str(image_dir), "--results-dir", str(out))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, stdout, err = run_main(capsys, "--epochs", "3", "--subset", "256", "--width", "0.125", "--batch-size", "32",
+                                 "--target", "0.3", "--data-dir", str(image_dir), "--results-dir", str(out))
+    assert code == 0, err[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["backend"] == keras.backend.backend()
-    assert results["config"]["epochs"] == 2 and len(results["history"]) == 2
-    summary = proc.stdout.strip().splitlines()[-2]
+    assert results["config"]["epochs"] == 3 and len(results["history"]) == 3
+    assert results["data"]["train_images"] == 256
+    summary = stdout.strip().splitlines()[-2]
     assert f"final test accuracy {results['final_accuracy']:.4f}" in summary
     assert f"train {results['train_s']:.2f}s" in summary and f"wall {results['wall_s']:.2f}s" in summary
     if results["target_epoch"] is not None:
         assert f"reached at epoch {results['target_epoch']} in {results['seconds_to_target']:.2f}s" in summary
     else:
         assert "not reached" in summary
-    epoch_lines = [line for line in proc.stdout.splitlines() if re.match(r"epoch +\d+/2 ", line)]
-    assert len(epoch_lines) == 2
+    epoch_lines = [line for line in stdout.splitlines() if re.match(r"epoch +\d+/3 ", line)]
+    assert len(epoch_lines) == 3
     for name in ("dawnbench.tsv", "dawnbench.json", "accuracy_loss.png", "learning_rate.png", "model.keras"):
         assert (out / name).exists(), name
 
@@ -142,15 +152,28 @@ def test_a_dataset_of_three_classes_trains_a_model_of_three_outputs(tmp_path):
     assert load_model(tmp_path / "model.keras").output_shape == (None, 3)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data feed is the TensorFlow path")
-def test_host_augment_hook_runs_on_every_training_batch(tmp_path):
+@pytest.fixture(scope="module")
+def tfdata_run_with_precompile(tmp_path_factory):
+    """One tiny run on the tf.data feed with a host augment hook and --precompile
+    (only a note off JAX): (results, what it printed, the shape of each batch the
+    hook saw). One run for the two TensorFlow tests below, not one each: every
+    train() costs TensorFlow a trace of its steps, seconds more than its epoch."""
     seen = []
 
     def invert(batch):  # a NumPy callable, as an imgaug or albumentations pipeline would be
         seen.append(batch.shape)
         return 255 - batch
 
-    train(Config(epochs=1, pipeline="tfdata", **TINY), tiny_data(), tmp_path, host_augment=invert)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        results = train(Config(epochs=1, pipeline="tfdata", precompile=True, checkpoint=False, **TINY), tiny_data(),
+                        tmp_path_factory.mktemp("tfdata"), host_augment=invert)
+    return results, printed.getvalue(), seen
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data feed is the TensorFlow path")
+def test_host_augment_hook_runs_on_every_training_batch(tfdata_run_with_precompile):
+    _, _, seen = tfdata_run_with_precompile
     assert seen.count((32, 32, 32, 3)) == 256 // 32
 
 
@@ -202,9 +225,9 @@ def test_a_scanned_run_writes_the_same_results_as_fit(tmp_path):
 
 
 @pytest.mark.skipif(keras.backend.backend() == "jax", reason="the note is for the other backends")
-def test_precompile_elsewhere_is_a_note_and_scan_says_it_needs_jax(tmp_path, capsys):
-    results = train(Config(epochs=1, precompile=True, checkpoint=False, **TINY), tiny_data(64, 100), tmp_path / "a")
-    assert results["status"] == "completed" and "--precompile compiles JAX steps" in capsys.readouterr().out
+def test_precompile_elsewhere_is_a_note_and_scan_says_it_needs_jax(tfdata_run_with_precompile, tmp_path):
+    results, out, _ = tfdata_run_with_precompile
+    assert results["status"] == "completed" and "--precompile compiles JAX steps" in out
     with pytest.raises(ValueError, match="needs the JAX backend"):
         train(Config(epochs=1, loop="scan", pipeline="device", **TINY), tiny_data(64, 100), tmp_path / "b")
 
