@@ -19,7 +19,10 @@ from pipelines.augment import CIFAR10_MEAN
 from tests.conftest import host_kernel_init
 from tests.datasets import synthetic_arrays
 
-pytestmark = pytest.mark.one_backend("jax")  # the same on either backend (tests/conftest.py)
+# The same on either backend (tests/conftest.py). TensorFlow: the previews' augmentations and the
+# predictions run eagerly there, where JAX compiles each op and model shape first (about 20 s of
+# CPU, against 3 s, on a cold compilation cache).
+pytestmark = pytest.mark.one_backend("tensorflow")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT / "davidnet" / "data"
@@ -338,6 +341,7 @@ def test_predict_missing_or_broken_model_exits_2_with_one_line(tmp_path, capsys)
     assert len(err.strip().splitlines()) == 1 and "cannot load" in err
 
 
+@pytest.mark.one_backend("jax")
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="checks the JAX path; runs in the JAX pass")
 def test_the_jax_path_imports_no_tensorflow(tmp_path):
     # Cheap on purpose: importing the three modules, a whole dawnbench run and

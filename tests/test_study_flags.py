@@ -21,7 +21,9 @@ from davidnet.results import write_json_atomic
 from davidnet.training import Config
 from experiments import ablations, augmentations, dawnbench, fast_ablation, lr_schedules, resnet44
 
-pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
+# The same on either backend (tests/conftest.py); no training happens here (a fake writes the
+# results), so it costs the same on either: JAX, to leave the TensorFlow run the trainings.
+pytestmark = pytest.mark.one_backend("jax")
 
 TRAINING_STUDIES = [ablations, resnet44, lr_schedules, fast_ablation]
 IDS = [study.__name__.split(".")[-1] for study in TRAINING_STUDIES]
