@@ -21,6 +21,7 @@ from davidnet.torch_optimizers import TorchAdam, TorchSGD
 from davidnet.builders import build_model, build_optimizer, build_schedule, momentum_schedule
 from davidnet.config import Config
 from pipelines.augment import CIFAR10_MEAN, CIFAR10_STD, BatchAugmentation, cutout
+from tests.conftest import host_kernel_init
 
 RECIPES = Path(__file__).resolve().parents[1] / "experiments" / "recipes"
 
@@ -48,7 +49,10 @@ def groups_of(optimizer, model):
 
 @pytest.fixture(scope="module")
 def davidnet_half():
-    return build_model(Config(width=0.5))
+    """DavidNet at half width, for the tests of its layers and optimizer: kernels drawn on the
+    host (conftest). The test of the kernels' init builds its own, drawn by Keras."""
+    with host_kernel_init():
+        return build_model(Config(width=0.5))
 
 
 def test_davidnet_recipe_settings_are_cifar10_fasts():
@@ -88,9 +92,12 @@ def test_davidnet_model_is_cifar10_fasts_net(davidnet_half):
     assert linear.use_bias is False and model.get_layer("logits").scale == 0.125  # Mul(0.125)
 
 
-def test_davidnet_weights_start_from_pytorchs_default_init(davidnet_half):
+@pytest.mark.one_backend("tensorflow")  # Keras's initializers, the same formulas on either backend
+def test_davidnet_weights_start_from_pytorchs_default_init():
     """nn.Conv2d and nn.Linear: kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in)."""
-    kernels = [layer.kernel for layer in layers_of(davidnet_half, (keras.layers.Conv2D, keras.layers.Dense))]
+    # Its own model, drawn by Keras (on JAX each kernel shape's draw is a second of XLA compilation).
+    model = build_model(Config(width=0.5))
+    kernels = [layer.kernel for layer in layers_of(model, (keras.layers.Conv2D, keras.layers.Dense))]
     assert len(kernels) == 9
     for kernel in kernels:
         w = np_(kernel)
@@ -151,10 +158,14 @@ FAST_STEPS = 25  # 50000 // 2000 steps per epoch; 200 steps in 8 epochs
 
 @pytest.fixture(scope="module")
 def fast():
-    """The preset at 1/8 width (the settings do not depend on it), its schedule and optimizer."""
+    """The preset at 1/8 width (the settings do not depend on it), its schedule and optimizer.
+    Its VarianceScaling draws are made on the host (conftest; no test here checks their
+    distribution); what is checked of its init (the whitening bias's RandomUniform, the head
+    standardised to std 1) still runs as the recipe builds it."""
     config = recipe("fast", width=0.125)
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype("uint8")
-    model = build_model(config, images)
+    with host_kernel_init():
+        model = build_model(config, images)
     schedule = build_schedule(config, FAST_STEPS)
     optimizer = build_optimizer(config, schedule.in_graph(8 * FAST_STEPS), model)
     return config, model, optimizer
@@ -247,6 +258,25 @@ def airbench94_muon_step(weights, summed_grads, state, path, step):
     return w - lr * (d + 0.85 * buf), buf
 
 
+def apply_in_turn(optimizer, steps, variables):
+    """optimizer.apply(grads, variables) for each list of gradients in `steps`. On JAX as its
+    fit applies them: stateless_apply, compiled once. Applied eagerly, each op would be compiled
+    for each variable shape on its own (about a hundred small XLA programs, seconds on a CPU)."""
+    if keras.backend.backend() != "jax":
+        for grads in steps:
+            optimizer.apply(grads, variables)
+        return
+    import jax
+
+    optimizer.build(variables)
+    step = jax.jit(optimizer.stateless_apply)
+    values, state = [v.value for v in variables], [v.value for v in optimizer.variables]
+    for grads in steps:
+        values, state = step(state, grads, values)
+    for variable, value in zip([*variables, *optimizer.variables], [*values, *state]):
+        variable.assign(value)
+
+
 @pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_fast_preset_two_steps_per_group_match_airbench94_muon(fast):
     config, model, _ = fast
@@ -256,9 +286,9 @@ def test_fast_preset_two_steps_per_group_match_airbench94_muon(fast):
     originals = [np_(v).copy() for v in trainable]
     expected = {v.path: (w.astype(np.float64), None) for v, w in zip(trainable, originals)}
     rng = np.random.default_rng(1)
-    for step in range(2):
-        mean_grads = [rng.normal(size=v.shape) * 1e-3 for v in trainable]
-        optimizer.apply([g.astype("float32") for g in mean_grads], trainable)
+    steps = [[rng.normal(size=v.shape) * 1e-3 for v in trainable] for _ in range(2)]
+    apply_in_turn(optimizer, [[g.astype("float32") for g in mean_grads] for mean_grads in steps], trainable)
+    for step, mean_grads in enumerate(steps):
         for v, g in zip(trainable, mean_grads):
             weights, state = expected[v.path]
             expected[v.path] = airbench94_muon_step(weights, 2000 * g, state, v.path, step)
@@ -299,11 +329,17 @@ def test_resnet44_study_recipe_is_hoffers_regime():
     assert table[81 * 781 - 1] == pytest.approx(0.1)  # the last step of epoch index 80
 
 
+@pytest.fixture(scope="module")
+def resnet44_quarter():
+    """The study's ResNet-44 at 1/4 width, built once for the tests of its init."""
+    return build_model(resnet44_run_config())
+
+
 @pytest.mark.slow  # seconds of XLA compilation on JAX
 @pytest.mark.one_backend("tensorflow")  # Keras's initializers, the same formulas on either backend
-def test_resnet44_init_and_decay_are_hoffers():
+def test_resnet44_init_and_decay_are_hoffers(resnet44_quarter):
     config = resnet44_run_config()
-    model = build_model(config)
+    model = resnet44_quarter
     standardised = []
     for conv in layers_of(model, keras.layers.Conv2D):
         w = np_(conv.kernel) / np.sqrt(2 / (9 * conv.filters))  # normal_(0, sqrt(2 / (k * k * out_channels)))
@@ -325,8 +361,8 @@ def test_resnet44_init_and_decay_are_hoffers():
 
 @pytest.mark.slow  # seconds of XLA compilation on JAX
 @pytest.mark.one_backend("tensorflow")  # Keras's initializers, the same formulas on either backend
-def test_resnet44_zero_init_residual_option():
-    plain = build_model(resnet44_run_config())
+def test_resnet44_zero_init_residual_option(resnet44_quarter):
+    plain = resnet44_quarter
     zero = build_model(resnet44_run_config(zero_init_residual=True))
     last = [layer for layer in layers_of(zero, keras.layers.BatchNormalization) if layer.name.endswith("_b_bn")]
     assert len(last) == 21 and all(np.all(np_(bn.gamma) == 0) for bn in last)
@@ -341,12 +377,13 @@ def test_cutout_coverage_inside_and_centred_as_their_references():
     ones = np.ones((4096, 32, 32, 1), "float32")
     inside = 1 - np_(cutout(ones, seed=0, size=8, mode="inside")).reshape(4096, -1).mean(axis=1)
     np.testing.assert_array_equal(inside * 1024, 64)
-    covered = (1 - np_(cutout(ones, seed=1, size=16, mode="centre")).reshape(4096, -1).mean(axis=1)) * 1024
+    centre = np_(cutout(ones, seed=1, size=16, mode="centre"))
+    covered = (1 - centre.reshape(4096, -1).mean(axis=1)) * 1024
     # Per axis the kept length averages (8+...+15 + 17 * 16 + 9+...+15) / 32 = 14: 14^2 = 196.
     assert covered.mean() == pytest.approx(196, rel=0.02)
     assert covered.min() == 64 and covered.max() == 256  # a corner centre keeps 8 x 8
-    # The square is contiguous: rows covered = its kept height.
-    masks = 1 - np_(cutout(ones[:64], seed=2, size=16, mode="centre"))[..., 0]
+    # The square is contiguous: rows covered = its kept height (in each of the 4096 draws).
+    masks = 1 - centre[..., 0]
     rows, cols = masks.any(axis=2).sum(axis=1), masks.any(axis=1).sum(axis=1)
     np.testing.assert_array_equal(masks.sum(axis=(1, 2)), rows * cols)
 
@@ -357,7 +394,8 @@ def test_cutout_coverage_inside_and_centred_as_their_references():
 @pytest.mark.slow  # seconds of XLA compilation on JAX
 def test_one_cycle_recipe_is_the_tutorials():
     config = recipe("resnet9_adam_onecycle")
-    model = build_model(config)
+    with host_kernel_init():  # its layers and optimizer are checked here, not its init
+        model = build_model(config)
     # conv_block: Conv2d (bias) + BatchNorm2d + ReLU; classifier MaxPool2d(4), Flatten, Dropout(0.2), Linear (bias).
     assert all(conv.use_bias for conv in layers_of(model, keras.layers.Conv2D))
     assert model.get_layer("linear").use_bias and model.get_layer("dropout").rate == 0.2

@@ -1,5 +1,7 @@
 """Tests for davidnet.optimizers: Newton-Schulz, Muon for conv filters, muon_sgd and Lookahead, against NumPy."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -340,7 +342,7 @@ def test_after_a_lookahead_fit_the_model_evaluates_and_saves(tmp_path):
         np.testing.assert_array_equal(saved, loaded)
 
 
-def test_a_saved_model_with_muon_lookahead_and_schedules_loads_in_a_fresh_process(tmp_path):
+def test_a_saved_model_with_muon_lookahead_and_schedules_loads_in_a_fresh_process(tmp_path, monkeypatch):
     """davidnet.load_model, in an interpreter that imported nothing of ours, restores the
     optimizer of the fast preset: Lookahead around muon_sgd, with a TabulatedSchedule
     (a callback's in_graph), a plain schedule as a learning rate and airbench's alpha."""
@@ -374,6 +376,13 @@ def test_a_saved_model_with_muon_lookahead_and_schedules_loads_in_a_fresh_proces
         "    'sgd_lr': [type(parts['TorchSGD']._learning_rate).__name__, parts['TorchSGD']._learning_rate.get_config()],\n"
         "    'iterations': int(np.asarray(optimizer.iterations))}))\n"
     )
+    if os.environ.get("DAVIDNET_TEST_JAX_CACHE"):
+        # The suite's JAX compilation cache for the fresh interpreter too (JAX reads its settings
+        # from the environment; nothing of ours imported): it finds the programs compiled above
+        # (the initializers, the predict and train steps) instead of compiling them again.
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.environ["DAVIDNET_TEST_JAX_CACHE"])
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     proc = run_python(code, tmp_path / "model.keras", tmp_path / "x.npy", tmp_path / "p.npy", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])

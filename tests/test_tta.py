@@ -24,10 +24,13 @@ def weights():
 
 @pytest.fixture(scope="module")
 def linear_model(weights):
-    inputs = keras.Input((SIZE, SIZE, 3), name="images")
-    x = keras.layers.Flatten()(inputs)
-    outputs = keras.layers.Dense(CLASSES, use_bias=False, name="linear")(x)
-    model = keras.Model(inputs, outputs, name="linear")
+    # Its kernel is `weights`, set below: the initial draw is made on the host (conftest),
+    # not compiled on JAX for nothing.
+    with host_kernel_init():
+        inputs = keras.Input((SIZE, SIZE, 3), name="images")
+        x = keras.layers.Flatten()(inputs)
+        outputs = keras.layers.Dense(CLASSES, use_bias=False, name="linear")(x)
+        model = keras.Model(inputs, outputs, name="linear")
     model.get_layer("linear").kernel.assign(weights)
     return model
 
