@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import davidnet as davidnet_benchmark
 from benchmarks.davidnet import RUN_KEYS, SETTINGS, main
+from davidnet.hardware import one_off_compiles
 
 BATCH = 128
 TINY = ["--small", "--synthetic", "--width", "0.0625", "--subset", "512", "--epochs", "1", "--seeds", "2",
@@ -21,31 +22,15 @@ TINY = ["--small", "--synthetic", "--width", "0.0625", "--subset", "512", "--epo
 CACHE = ["--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", "")]
 
 
-@contextlib.contextmanager
-def quick_jax_compiles():
-    """XLA without most of its optimisations while the benchmark runs (JAX):
-    it compiles four train steps and two test steps, and on 2 CPU cores an
-    optimised compile takes several seconds each; the figures checked here do
-    not depend on how fast the steps run."""
-    if keras.backend.backend() != "jax":
-        yield
-        return
-    import jax
-
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
-
-
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     """One tiny benchmark for the whole file: (exit code, the JSON, what it printed, its folder)."""
     root = tmp_path_factory.mktemp("benchmark")
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), quick_jax_compiles():
+    # XLA without most of its optimisations while the benchmark runs (JAX): it compiles four
+    # train steps and two test steps, several seconds each when optimised on 2 CPU cores;
+    # the figures checked here do not depend on how fast the steps run.
+    with contextlib.redirect_stdout(printed), one_off_compiles():
         code = main([*TINY, *CACHE, "--out", str(root / "bench.json"), "--results-dir", str(root / "runs")])
     return code, json.loads((root / "bench.json").read_text()), printed.getvalue(), root
 
