@@ -233,8 +233,9 @@ def compiled_model(config):
     """The config's model and optimizer (`build_model`, `build_optimizer`),
     compiled with the loss and metric that `train` uses."""
     from davidnet.builders import compile_model
+    from pipelines import keras_private
 
-    keras.utils.set_random_seed(config.seed)
+    keras_private.set_random_seed(config.seed)
     # A constant learning rate (no schedule): the step still does every
     # computation of a training step.
     return compile_model(config)

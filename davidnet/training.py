@@ -120,7 +120,7 @@ def _resumed_state(config, data, folder):
 
 def _train(config, data, results_dir, host_augment, state, callbacks, devices, processes=distribute.ONE_PROCESS):
     writes = processes.index == 0  # the other processes of a multi-process run write nothing
-    keras.utils.set_random_seed(config.seed)
+    keras_private.set_random_seed(config.seed)
     precision = set_precision(config.precision)
     print(hardware.device_line(precision, devices))
     warning = hardware.unseen_gpu_warning()

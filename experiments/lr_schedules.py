@@ -53,6 +53,7 @@ from davidnet import schedules, studies, study_runs  # noqa: E402
 from davidnet.results import write_json_atomic  # noqa: E402
 from davidnet.builders import assemble_run, build_schedule, set_precision  # noqa: E402
 from davidnet.config import SCHEDULES, Config  # noqa: E402
+from pipelines import keras_private  # noqa: E402
 
 # Every run: DavidNet's recipe (experiments/davidnet.py) with its cell's schedule and peak LR (`run_config`).
 RECIPE = studies.StudyRecipe(
@@ -187,7 +188,7 @@ def range_test(settings, recipe, data, out_dir):
     """Runs the LR range test on the study's first seed and writes its files; returns the exit code."""
     # The recipe's model and optimizer; the schedule is the test's own, so the cell's does not matter.
     config = run_config(recipe, Cell("piecewise", settings.range_min_lr), studies.parse_seeds(settings.seeds)[0])
-    keras.utils.set_random_seed(config.seed)
+    keras_private.set_random_seed(config.seed)
     set_precision(config.precision)
     # The run's own model, optimizer, loss (label smoothing included) and feed;
     # the learning rate is the range test's, set per batch.

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from pipelines import augment
+from pipelines import augment, keras_private
 
 
 def check_batch_size(num_samples, batch_size):
@@ -213,6 +213,7 @@ def tfdata_feed(
     """
     import tensorflow as tf
 
+    keras_private.seed_tensorflow()  # the run's seed, where TensorFlow was first imported just now
     check_batch_size(len(images), batch_size)
     if (mixup_alpha > 0 or copies > 1) and keras.backend.backend() != "tensorflow":
         raise ValueError(

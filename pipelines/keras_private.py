@@ -36,10 +36,20 @@ The names:
   (`davidnet.results.write_bytes_atomic`), so a full disk is one clean
   OSError and never a half-written file (HDF5 writing to a full disk was
   seen to crash the process).
+- `keras.src.utils.module_utils.tensorflow._available`: Keras's lazy
+  TensorFlow module, asked by `keras.utils.set_random_seed` (to seed
+  TensorFlow too) and by model saving (is a config value a tf.TensorShape?)
+  on every backend. Where TensorFlow is installed, that asking imports it:
+  3 to 4.5 s of a JAX run on a 2-core CPU, and TensorFlow's memory, for
+  nothing (no TensorFlow object exists before TensorFlow is imported).
+  `without_importing_tensorflow` makes the module answer "not available"
+  while TensorFlow is not imported yet.
 """
 
+import contextlib
 import inspect
 import io
+import sys
 
 import keras
 
@@ -93,8 +103,55 @@ def model_bytes(model):
     from keras.src.saving import saving_lib
 
     buffer = io.BytesIO()
-    saving_lib.save_model(model, buffer)
+    with without_importing_tensorflow():
+        saving_lib.save_model(model, buffer)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def without_importing_tensorflow():
+    """Inside, Keras takes TensorFlow for not installed unless it is imported
+    already, so that Keras code which merely asks about TensorFlow does not
+    import it (on the TensorFlow backend, or once imported: no change)."""
+    from keras.src.utils import module_utils
+
+    lazy = module_utils.tensorflow
+    if "tensorflow" in sys.modules or lazy._available is not None:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = None
+
+
+_tensorflow_seed = None  # set_random_seed's seed, for TensorFlow when something imports it later
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed(seed)` (Python, NumPy, Keras's global
+    seed generator, TensorFlow's global seed) without importing TensorFlow
+    for it: where TensorFlow is not imported yet, its seed is kept and set by
+    `seed_tensorflow`, which code that imports TensorFlow later (the tf.data
+    feed on JAX) calls. TensorFlow then starts from the same global seed as
+    if Keras had set it here: no TensorFlow op runs in between."""
+    global _tensorflow_seed
+    with without_importing_tensorflow():
+        keras.utils.set_random_seed(seed)
+    _tensorflow_seed = None if "tensorflow" in sys.modules else seed
+
+
+def seed_tensorflow():
+    """Sets TensorFlow's global seed to the one `set_random_seed` kept, if it
+    kept one (TensorFlow was not imported then). Call right after importing
+    TensorFlow, before any TensorFlow random op."""
+    global _tensorflow_seed
+    if _tensorflow_seed is not None:
+        import tensorflow as tf
+
+        tf.random.set_seed(_tensorflow_seed)
+        _tensorflow_seed = None
 
 
 def weights_bytes(model):
@@ -138,6 +195,12 @@ def check():
         problems.append("saving_lib.save_model(model, io.BytesIO)")
     if "BytesIO" not in inspect.getsource(saving_lib.H5IOStore.__init__) or not hasattr(saving_lib, "_save_state"):
         problems.append("saving_lib.H5IOStore(io.BytesIO) and saving_lib._save_state")
+    from keras.src.saving import serialization_lib
+    from keras.src.utils import module_utils, rng_utils
+
+    uses = inspect.getsource(rng_utils.set_random_seed) + inspect.getsource(serialization_lib.serialize_keras_object)
+    if not hasattr(module_utils.tensorflow, "_available") or "tf.available" not in uses:
+        problems.append("module_utils.tensorflow._available, asked by set_random_seed and saving")
     if keras.backend.backend() == "jax":
         from keras.src.backend.jax import trainer as jax_trainer
 
