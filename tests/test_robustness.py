@@ -15,7 +15,7 @@ from davidnet.training import Config, ResumeError, train
 from tests.datasets import make_image_dir
 from tests.helpers import ROOT, TINY, run_main, tiny_data
 
-pytestmark = pytest.mark.one_backend("jax")  # the same on either backend (tests/conftest.py)
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

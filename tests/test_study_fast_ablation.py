@@ -6,7 +6,7 @@ import pytest
 
 from experiments import fast_ablation
 
-pytestmark = pytest.mark.one_backend("jax")  # the same on either backend (tests/conftest.py)
+pytestmark = pytest.mark.one_backend("tensorflow")  # the same on either backend (tests/conftest.py)
 
 
 def read_table(study_dir):

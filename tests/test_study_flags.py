@@ -23,7 +23,7 @@ from experiments import ablations, augmentations, dawnbench, fast_ablation, lr_s
 
 # The same on either backend (tests/conftest.py); no training happens here (a fake writes the
 # results), so it costs the same on either: JAX, to leave the TensorFlow run the trainings.
-pytestmark = pytest.mark.one_backend("jax")
+pytestmark = pytest.mark.one_backend("tensorflow")
 
 TRAINING_STUDIES = [ablations, resnet44, lr_schedules, fast_ablation]
 IDS = [study.__name__.split(".")[-1] for study in TRAINING_STUDIES]

@@ -77,7 +77,7 @@ def image_dir(tmp_path_factory):
     return make_image_dir(tmp_path_factory.mktemp("cifar"), n_train_per_class=20, n_test_per_class=5)
 
 
-@pytest.mark.one_backend("jax")  # the command line and the data, the same on either backend
+@pytest.mark.one_backend("tensorflow")  # the command line and the data, the same on either backend
 def test_cli_end_to_end_summary_agrees_with_results_json(tmp_path, capsys):
     # In-process (run_main): what is checked here is what the command line prints
     # and writes, not the interpreter around it, whose start-up would cost more than
@@ -107,7 +107,7 @@ def test_cli_end_to_end_summary_agrees_with_results_json(tmp_path, capsys):
         assert (out / name).exists(), name
 
 
-@pytest.mark.one_backend("jax")  # the command line and the data, the same on either backend
+@pytest.mark.one_backend("tensorflow")  # the command line and the data, the same on either backend
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -125,7 +125,7 @@ def test_cli_rejects_bad_arguments_with_one_clear_line(image_dir, tmp_path, caps
     assert not (tmp_path / "r").exists()  # a failed start leaves no empty run folder
 
 
-@pytest.mark.one_backend("jax")  # the command line and the data, the same on either backend
+@pytest.mark.one_backend("tensorflow")  # the command line and the data, the same on either backend
 def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path, capsys):
     code, _, err = run_main(capsys, "--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path / "r"))
     assert code == 2
@@ -135,7 +135,7 @@ def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path, capsys)
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.one_backend("jax")  # the command line and the data, the same on either backend
+@pytest.mark.one_backend("tensorflow")  # the command line and the data, the same on either backend
 def test_a_dataset_of_three_classes_trains_a_model_of_three_outputs(tmp_path):
     import dataclasses
 
