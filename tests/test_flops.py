@@ -15,7 +15,10 @@ def shapes_only():
     count needs shapes only, and on JAX every new weight shape would compile a
     random-number program (seconds on 2 CPU cores for DavidNet at width 1).
     The deferred initialisations are then dropped, so no later code runs them."""
-    before = global_state.get_global_attribute("uninitialized_variables", None)
+    # A copy: Keras appends to the list that is there, so restoring that same list
+    # would keep them, and the next fit would initialise them all (on JAX, 7 to 15 s
+    # of compiling DavidNet's width-1 initializers, in whichever test came next).
+    before = list(global_state.get_global_attribute("uninitialized_variables") or [])
     with keras.StatelessScope(initialize_variables=False):
         yield
     global_state.set_global_attribute("uninitialized_variables", before)
