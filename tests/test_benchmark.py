@@ -20,6 +20,9 @@ BATCH = 128
 TINY = ["--small", "--synthetic", "--width", "0.0625", "--subset", "512", "--epochs", "1", "--seeds", "2",
         "--steps", "2", "--warmup-steps", "1", "--repeats", "2", "--batch-size", str(BATCH), "--target", "0.5"]
 CACHE = ["--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", "")]
+# The benchmark has no code of its own per backend (its runs are `train`'s, tested on both):
+# under `python -m tests` it runs in the JAX pass, the backend of its GPU run (benchmarks/h200.sh).
+pytestmark = pytest.mark.one_backend("jax")
 
 
 @pytest.fixture(scope="module")
