@@ -24,6 +24,15 @@ def mixed_bfloat16():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.fixture(scope="session")
+def two_device_runs(tmp_path_factory):
+    """tests/helpers.py DATA_PARALLEL_SCRIPT's runs, once for the session: tests/test_distribute.py
+    checks them, tests/test_multiprocess.py compares its processes with them."""
+    from tests.helpers import run_data_parallel_script
+
+    return run_data_parallel_script(tmp_path_factory.mktemp("distribute"), keras.backend.backend())
+
+
 def _numpy_variance_scaling(self, shape, dtype=None):
     """keras.initializers.VarianceScaling (Glorot, He, PyTorch's default...) drawn with NumPy:
     the same distribution, from the initializer's own scale, mode and distribution."""

@@ -2,9 +2,11 @@
 data, and the train CLI run in-process or as a subprocess."""
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from pipelines.cifar10 import CLASS_NAMES, Cifar10
@@ -68,6 +70,61 @@ def run_python(code, *args, cwd):
 #   replicas (the same ghost batches, the same pass): 0 and 0, bit for bit; JAX's 5e-3 holds.
 DATA_PARALLEL_TOLERANCE = {"jax": 5e-3, "tensorflow": 0.15}
 SAME_REPLICAS_TOLERANCE = 5e-3
+
+
+# The data-parallel runs on 2 virtual CPU devices: a fresh process, as the device count is
+# fixed when the backend starts (JAX: XLA_FLAGS before JAX is imported; TensorFlow: logical
+# CPU devices before its runtime starts). Its "1" (JAX) and "2" (TensorFlow, MirroredStrategy)
+# runs are also what tests/test_multiprocess.py compares its processes with: the same
+# settings as its command line (RUN there) on the same images (tiny_data's).
+DATA_PARALLEL_SCRIPT = textwrap.dedent(
+    """
+    import contextlib, json, os, sys
+    if os.environ["KERAS_BACKEND"] == "jax":
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    else:
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from davidnet.training import Config, train
+    from tests.helpers import ghost_batch_norm, tiny_data
+
+    out = {}
+    runs = ("1", "2", "ghost") if os.environ["KERAS_BACKEND"] == "jax" else ("1", "2")
+    for run in runs:
+        # lr 0.01 (see DATA_PARALLEL_TOLERANCE); no augmentation: its draws depend on the batch layout.
+        config = Config(width=0.125, batch_size=32, epochs=2, lr=0.01, crop_padding=0, flip=False, cutout=0,
+                        devices=run if run != "ghost" else "1", verbose=0, save_model=False, checkpoint=False,
+                        seed=0, lr_step_offset=0)
+        with ghost_batch_norm(2) if run == "ghost" else contextlib.nullcontext():  # the bug to catch
+            results = train(config, tiny_data(), os.path.join(sys.argv[1], run))
+        out[run] = {"devices": results["devices"], "device_count": results["device_count"],
+                    "loss": [r["loss"] for r in results["history"]],
+                    "accuracy": [r["accuracy"] for r in results["history"]]}
+    for devices, batch in (("3", 32), ("2", 33)):
+        try:
+            train(Config(width=0.125, batch_size=batch, epochs=1, devices=devices, verbose=0), tiny_data(),
+                  os.path.join(sys.argv[1], "bad"))
+            out["error " + devices] = None
+        except ValueError as e:
+            out["error " + devices] = str(e)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def run_data_parallel_script(folder, backend):
+    """DATA_PARALLEL_SCRIPT's results: {"1", "2" (and "ghost" on JAX): {devices, device_count,
+    loss, accuracy per epoch}, "error 3", "error 2": the messages of two bad settings}."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    env.pop("XLA_FLAGS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(folder)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 @contextlib.contextmanager

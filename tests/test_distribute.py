@@ -2,15 +2,10 @@
 
 The device count is fixed when the backend starts (JAX: XLA_FLAGS before JAX
 is imported; TensorFlow: logical CPU devices before its runtime starts), so
-the runs are in a subprocess with the same KERAS_BACKEND as this process.
+the runs are in a subprocess with the same KERAS_BACKEND as this process
+(tests/helpers.py DATA_PARALLEL_SCRIPT, run once a session by tests/conftest.py's
+`two_device_runs`).
 """
-
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import keras
 import pytest
@@ -19,7 +14,6 @@ from davidnet import distribute
 from davidnet.training import Config
 from tests.helpers import DATA_PARALLEL_TOLERANCE
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.skipif(BACKEND not in ("jax", "tensorflow"), reason="--devices is for JAX and TensorFlow")
 
@@ -42,55 +36,6 @@ pytestmark = pytest.mark.skipif(BACKEND not in ("jax", "tensorflow"), reason="--
 #   first pass over the tf.data feed, so the training sees the shuffle one pass later than on
 #   one device: same run, not the same numbers (tolerance in DATA_PARALLEL_TOLERANCE).
 TOLERANCE = DATA_PARALLEL_TOLERANCE[BACKEND]
-
-SCRIPT = textwrap.dedent(
-    """
-    import contextlib, json, os, sys
-    if os.environ["KERAS_BACKEND"] == "jax":
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    else:
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from davidnet.training import Config, train
-    from tests.helpers import ghost_batch_norm, tiny_data
-
-    out = {}
-    runs = ("1", "2", "ghost") if os.environ["KERAS_BACKEND"] == "jax" else ("1", "2")
-    for run in runs:
-        # lr 0.01 (see TOLERANCE); no augmentation: its random draws depend on the batch layout.
-        config = Config(width=0.125, batch_size=32, epochs=2, lr=0.01, crop_padding=0, flip=False, cutout=0,
-                        devices=run if run != "ghost" else "1", verbose=0, save_model=False, checkpoint=False,
-                        seed=0, lr_step_offset=0)
-        with ghost_batch_norm(2) if run == "ghost" else contextlib.nullcontext():  # the bug to catch
-            results = train(config, tiny_data(), os.path.join(sys.argv[1], run))
-        out[run] = {"devices": results["devices"], "device_count": results["device_count"],
-                    "loss": [r["loss"] for r in results["history"]],
-                    "accuracy": [r["accuracy"] for r in results["history"]]}
-    for devices, batch in (("3", 32), ("2", 33)):
-        try:
-            train(Config(width=0.125, batch_size=batch, epochs=1, devices=devices, verbose=0), tiny_data(),
-                  os.path.join(sys.argv[1], "bad"))
-            out["error " + devices] = None
-        except ValueError as e:
-            out["error " + devices] = str(e)
-    print("RESULT " + json.dumps(out))
-    """
-)
-
-
-@pytest.fixture(scope="module")
-def two_device_runs(tmp_path_factory):
-    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    env.pop("XLA_FLAGS", None)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path_factory.mktemp("distribute"))],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
-
 
 def test_two_devices_match_one_device_and_the_results_say_how_many(two_device_runs):
     one, two = two_device_runs["1"], two_device_runs["2"]

@@ -32,7 +32,8 @@ pytestmark = [
 jax_only = pytest.mark.skipif(BACKEND != "jax", reason="jax.distributed")
 
 # Tiny runs, as comparable as runs can be: no crop/flip/cutout (their random draws depend on
-# the batch's layout), lr 0.01 from lr 0 (see tests/helpers.py DATA_PARALLEL_TOLERANCE).
+# the batch's layout), lr 0.01 from lr 0 (see tests/helpers.py DATA_PARALLEL_TOLERANCE): the settings
+# of the runs they are compared with (tests/helpers.py DATA_PARALLEL_SCRIPT).
 RUN = (
     "--no-verify", "--width", "0.125", "--subset", "256", "--batch-size", "32", "--epochs", "2",
     "--lr", "0.01", "--lr-step-offset", "0", "--crop-padding", "0", "--no-flip", "--cutout", "0", "--verbose", "0",
@@ -44,7 +45,9 @@ QUICK = {"DAVIDNET_PEER_TIMEOUT_S": "10", "DAVIDNET_JOIN_TIMEOUT_S": "60", "TF_C
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return make_pickle_dir(tmp_path_factory.mktemp("cifar"), n_per_batch=52, n_test=100)
+    """tiny_data's images (tests/helpers.py) as pickle batches: its 256 training images are
+    these 260's first 256 (--subset 256), its 100 test images these."""
+    return make_pickle_dir(tmp_path_factory.mktemp("cifar"), n_per_batch=52, n_test=100, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -54,54 +57,41 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(data_dir, cache, tmp_path_factory):
+def runs(data_dir, cache, tmp_path_factory, two_device_runs):
     """Two processes started by hand with the variables the README shows, one of
     them killed in the second epoch, then the same run resumed by the launcher;
-    and the one-process run of the same global batch, for comparison. Process 1
-    is first given a results folder of its own, which must never appear: it
-    writes nothing. (One scenario for all the checks: each launch costs the
-    processes' start, join and compilation.)"""
+    and the one-process run of the same global batch on the same images, for
+    comparison (tests/helpers.py DATA_PARALLEL_SCRIPT: on JAX its one-device run;
+    on TensorFlow its two replicas of MirroredStrategy on two logical CPUs, for
+    the two workers' ghost batch norms and tf.data pass). Process 1 is first
+    given a results folder of its own, which must never appear: it writes
+    nothing. (One scenario for all the checks: each launch costs the processes'
+    start, join and compilation.)"""
     root = tmp_path_factory.mktemp("runs")
     args = [*RUN, "--devices", "all", "--data-dir", data_dir]
     two = start_processes([[*args, "--results-dir", root / "two"], [*args, "--results-dir", root / "process-1"]], cache)
-    if BACKEND == "jax":  # one device
-        one = [sys.executable, "-m", "experiments.davidnet", "--compile-cache", str(cache), *RUN, "--devices", "1"]
-    else:  # two replicas of MirroredStrategy on two logical CPUs: the two workers' ghost batch norms and tf.data pass
-        one = [sys.executable, "-c", TWO_REPLICAS, *RUN, "--devices", "2"]
-    one = subprocess.Popen(
-        [*one, "--data-dir", str(data_dir), "--results-dir", str(root / "one"), "--no-save-model"],
-        cwd=ROOT, env={**os.environ, **QUICK}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
     try:
         _wait_for_epochs(root / "two" / "results.json", 1, two)
         two[1].send_signal(signal.SIGKILL)
         killed = time.monotonic()
         out, err = two[0].communicate(timeout=120)
         took = time.monotonic() - killed
-        one_out, one_err = one.communicate(timeout=600)
     finally:
-        for process in (*two, one):
+        for process in two:
             process.kill()
             process.communicate()
-    assert one.returncode == 0, one_out[-3000:] + one_err[-3000:]
     stopped = {"returncode": two[0].returncode, "took": took, "stdout": out, "stderr": err}
     again = [*args, "--results-dir", root / "two", "--resume"]
     # JAX: as `srun --ntasks 2` starts it, jax.distributed.initialize reading the SLURM
     # variables itself; TensorFlow: by the launcher. (The by-hand variables started the run.)
     resumed = srun(again, cache) if BACKEND == "jax" else launch_cli(*again, cache=cache, env=QUICK)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    results = {name: json.loads((root / name / "results.json").read_text()) for name in ("one", "two")}
+    one = two_device_runs["1" if BACKEND == "jax" else "2"]
+    results = {
+        "one": {"history": [{"loss": loss, "accuracy": accuracy} for loss, accuracy in zip(one["loss"], one["accuracy"])]},
+        "two": json.loads((root / "two" / "results.json").read_text()),
+    }
     return root, stopped, resumed, results
-
-
-TWO_REPLICAS = """
-import sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from experiments.davidnet import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_two_processes_train_as_one_run_and_process_0_alone_writes(runs):
