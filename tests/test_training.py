@@ -55,6 +55,7 @@ def test_training_learns_and_writes_a_complete_results_folder(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.one_backend("tensorflow")  # the callbacks' logic, the same on either backend
 def test_eval_every_k_still_evaluates_the_last_epoch(tmp_path):
     results = train(Config(epochs=3, eval_every=2, subset=128, **TINY), tiny_data(), tmp_path)
     evaluated = [r["epoch"] for r in results["history"] if "val_accuracy" in r]
@@ -63,6 +64,7 @@ def test_eval_every_k_still_evaluates_the_last_epoch(tmp_path):
     assert results["final_accuracy"] == results["history"][-1]["val_accuracy"]
 
 
+@pytest.mark.one_backend("tensorflow")  # the callbacks' logic, the same on either backend
 def test_a_diverging_run_stops_and_says_so(tmp_path, capsys):
     results = train(Config(epochs=3, lr=1e12, optimizer="sgd", warmup_epochs=0, **TINY), tiny_data(), tmp_path)
     assert results["status"] == "diverged"
