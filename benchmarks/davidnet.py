@@ -9,9 +9,11 @@ Two measurements, one JSON (the machine, backend, versions and every figure):
    run's width, batch size and precision, in three settings:
    (a) no augmentation, the same device batch every step;
    (b) augmentation on (crop, flip, cutout inside the model), the same batch;
-   (c) augmentation plus the real data path (a `DeviceFeed` gather per step).
+   (c) augmentation plus the real data path (a `DeviceFeed` gather per step);
+   (d) with --scan-step (JAX): (c) in the scanned loop of `--loop scan`, one
+       compiled call per epoch of the data (its own step count).
    Each runs one epoch of --warmup-steps steps first (compilation, reported
-   apart), then --repeats timed epochs of --steps steps; each epoch's clock
+   apart; (d): one epoch), then --repeats timed epochs of --steps steps; each epoch's clock
    stops after the device has finished (a variable is read back), and the
    median epoch makes the figures (robust to a busy machine). On TensorFlow,
    Keras reads any PyDataset through tf.data's `from_generator`, so there
@@ -20,7 +22,8 @@ Two measurements, one JSON (the machine, backend, versions and every figure):
    TFLOP/s from the model's FLOP count (`davidnet.flops.train_flops`: 3x the
    forward pass, convolutions and the classifier only), the overhead of
    augmentation (b vs a) and of the data path (c vs b), and the share of the
-   step spent on both ((c - a) / c).
+   step spent on both ((c - a) / c); with (d), the scanned loop's gain over
+   Keras's (d vs c) and the faster of the two loops.
 2. --seeds full training runs (`davidnet.training.train`, seeds 0..N-1):
    compile, train, eval and wall seconds, final accuracy and seconds to the
    target of each; then n, mean, std, min and max over the seeds.
@@ -61,6 +64,8 @@ SETTINGS = {
     "augmentation": "(b) fixed batch, augmentation",
     "augmentation_and_data_path": "(c) augmentation + DeviceFeed",
 }
+SCANNED = "scanned"  # setting (d), with --scan-step
+SCANNED_LABEL = "(d) augmentation + data path, scanned"
 RUN_KEYS = ("seed", "status", "target", "final_accuracy", "compile_s", "train_s", "eval_s", "wall_s",
             "target_epoch", "seconds_to_target", "epochs_completed")
 STAT_KEYS = ("final_accuracy", "train_s", "seconds_to_target", "compile_s", "eval_s", "wall_s")
@@ -98,6 +103,7 @@ def build_parser():
     what = parser.add_argument_group("what to run")
     what.add_argument("--skip-steps", action="store_true", help="no step benchmark")
     what.add_argument("--skip-training", action="store_true", help="no training runs")
+    what.add_argument("--scan-step", action="store_true", help="also time setting (d): the step in the scanned loop of --loop scan (JAX; slow on a CPU)")
     return parser
 
 
@@ -241,25 +247,30 @@ def compiled_model(config):
     return compile_model(config)
 
 
-def time_steps(model, warmup, timed, repeats, batch_size, flops_per_image):
+def time_steps(model, warmup, timed, repeats, batch_size, flops_per_image, steps_per_item=1):
     """Fits one epoch of `warmup`, then times `repeats` epochs of `timed`.
+
+    Args:
+        steps_per_item: train steps per item of `warmup` and `timed` (a
+            `ScanFeed` item holds many).
 
     Returns:
         {"steps", "warmup_steps", "repeats", "batch_size", "epoch_seconds"
         (each timed epoch), "seconds" (their median), "ms_per_step",
         "images_per_s", "tflops" (from the median), "warmup_s",
-        "first_step_s", "compile_s"}; compile_s is the first step less one
-        ordinary step.
+        "first_step_s", "compile_s"}; compile_s is the first item (step)
+        less one ordinary item.
     """
     first = FirstStepClock()
     model.fit(warmup, epochs=1, verbose=0, shuffle=False, callbacks=[first])
     clock = EpochClock()
     model.fit(timed, epochs=repeats, verbose=0, shuffle=False, callbacks=[clock])
     seconds = statistics.median(clock.epoch_s)
-    step_s = seconds / len(timed)
+    steps = len(timed) * steps_per_item
+    step_s = seconds / steps
     return {
-        "steps": len(timed),
-        "warmup_steps": len(warmup),
+        "steps": steps,
+        "warmup_steps": len(warmup) * steps_per_item,
         "repeats": repeats,
         "batch_size": batch_size,
         "epoch_seconds": clock.epoch_s,
@@ -269,12 +280,12 @@ def time_steps(model, warmup, timed, repeats, batch_size, flops_per_image):
         "tflops": flops_per_image * batch_size / step_s / 1e12,
         "warmup_s": first.epoch_s[0],
         "first_step_s": first.first_step_s,
-        "compile_s": max(0.0, first.first_step_s - step_s),
+        "compile_s": max(0.0, first.first_step_s - seconds / len(timed)),
     }
 
 
-def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, repeats=1):
-    """The train step in the three settings (see the module docstring).
+def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, repeats=1, scanned=False):
+    """The train step in the three settings (four with `scanned`; see the module docstring).
 
     Args:
         config: a `Config` (width, batch size, precision, augmentation).
@@ -282,11 +293,13 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
         num_classes: width of the one-hot labels.
         steps, warmup_steps: timed and untimed steps per setting.
         repeats: timed epochs of `steps` per setting; the median counts.
+        scanned: also setting (d), the scanned loop (JAX).
 
     Returns:
         {"precision", "flops_per_image": {"forward", "train"}, "settings":
         {name: figures of `time_steps`}, "augmentation_overhead_pct",
-        "data_path_overhead_pct", "input_share_pct"}.
+        "data_path_overhead_pct", "input_share_pct"}; with `scanned`, also
+        "scan_vs_fit_pct" ((d - c) / c) and "faster_loop" ("scan" or "fit").
     """
     from davidnet.flops import forward_flops, train_flops
     from davidnet.builders import set_precision
@@ -313,8 +326,9 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
     print(f"  {SETTINGS['augmentation_and_data_path']} ...", flush=True)
     settings["augmentation_and_data_path"] = time_steps(
         augmented, Cycled(feed, warmup_steps), Cycled(feed, steps), repeats, batch, flops["train"])
+    del augmented
     a, b, c = (settings[name]["ms_per_step"] for name in SETTINGS)
-    return {
+    figures = {
         "precision": precision,
         "flops_per_image": flops,
         "settings": settings,
@@ -322,6 +336,25 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
         "data_path_overhead_pct": 100.0 * (c - b) / b,
         "input_share_pct": 100.0 * (c - a) / c,
     }
+    if scanned:
+        print(f"  {SCANNED_LABEL} ...", flush=True)
+        settings[SCANNED] = scanned_steps(config, x_train, y_train, num_classes, repeats, flops["train"])
+        d = settings[SCANNED]["ms_per_step"]
+        figures["scan_vs_fit_pct"] = 100.0 * (d - c) / c
+        figures["faster_loop"] = "scan" if d < c else "fit"
+    return figures
+
+
+def scanned_steps(config, x_train, y_train, num_classes, repeats, flops_per_image):
+    """Setting (d): the augmented model's step in `davidnet.scan`'s loop, fed
+    by a `ScanFeed` over all of `x_train` (one compiled call per epoch of
+    len(x_train) // batch steps): one epoch to compile, then `repeats` timed."""
+    from davidnet import scan
+    from pipelines.feeds import ScanFeed
+
+    feed = ScanFeed(x_train, y_train, config.batch_size, num_classes=num_classes, seed=config.seed)
+    model = scan.install(compiled_model(config), feed)
+    return time_steps(model, feed, feed, repeats, config.batch_size, flops_per_image, feed.steps_per_call)
 
 
 # ---------------------------------------------------------------- training runs
@@ -408,14 +441,22 @@ def steps_table(steps):
     from davidnet.study_runs import format_table
 
     rows = []
-    for name, label in SETTINGS.items():
+    labels = {**SETTINGS, SCANNED: SCANNED_LABEL}
+    for name, label in labels.items():
+        if name not in steps["settings"]:
+            continue
         s = steps["settings"][name]
         rows.append({"setting": label, "ms/step": f"{s['ms_per_step']:.3f}", "images/s": f"{s['images_per_s']:,.0f}",
                      "TFLOP/s": f"{s['tflops']:.3g}", "compile s": f"{s['compile_s']:.2f}"})
     rows[1]["overhead"] = f"{steps['augmentation_overhead_pct']:+.1f}% vs (a)"
     rows[2]["overhead"] = f"{steps['data_path_overhead_pct']:+.1f}% vs (b)"
+    if SCANNED in steps["settings"]:
+        rows[3]["overhead"] = f"{steps['scan_vs_fit_pct']:+.1f}% vs (c)"
     table = format_table(rows, ["setting", "ms/step", "images/s", "TFLOP/s", "compile s", "overhead"])
-    return table + f"\ndata path + augmentation: {steps['input_share_pct']:.1f}% of the step ((c - a) / c)"
+    table += f"\ndata path + augmentation: {steps['input_share_pct']:.1f}% of the step ((c - a) / c)"
+    if SCANNED in steps["settings"]:
+        table += f"\nfaster loop: {steps['faster_loop']} (--loop {steps['faster_loop']})"
+    return table
 
 
 def runs_table(stats):
@@ -460,6 +501,9 @@ def main(argv=None):
         parser.error("--skip-steps and --skip-training together leave nothing to run")
     if args.synthetic and args.data_dir:
         parser.error("--synthetic and --data-dir exclude each other: synthetic data or CIFAR-10 from a folder")
+    if args.scan_step and (args.skip_steps or keras.backend.backend() != "jax"):
+        parser.error(f"--scan-step times the scanned loop of --loop scan: it needs the JAX backend (this is "
+                     f"{keras.backend.backend()}) and the step benchmark (no --skip-steps)")
     if args.target is not None and not 0 < args.target <= 1:
         parser.error(f"--target is an accuracy between 0 and 1, got {args.target}")
 
@@ -509,7 +553,7 @@ def main(argv=None):
         "command": ["python", "-m", "benchmarks.davidnet", *(sys.argv[1:] if argv is None else argv)],
         "config": dataclasses.asdict(config),
         "benchmark": {"small": small, "seeds": sizes["seeds"], "steps": sizes["steps"], "warmup_steps": sizes["warmup_steps"],
-                      "repeats": sizes["repeats"], "compile_cache": bool(args.compile_cache)},
+                      "repeats": sizes["repeats"], "compile_cache": bool(args.compile_cache), "scan_step": args.scan_step},
         "model_flops_per_image": None,
         "steps": None,
         "runs": [],
@@ -527,7 +571,7 @@ def main(argv=None):
             print(f"train step, batch {config.batch_size}: {sizes['warmup_steps']} warm-up steps, then the median of "
                   f"{sizes['repeats']} epochs of {sizes['steps']} timed steps, per setting")
             steps = step_benchmark(config, x_train, y_train, len(data.class_names),
-                                   sizes["steps"], sizes["warmup_steps"], sizes["repeats"])
+                                   sizes["steps"], sizes["warmup_steps"], sizes["repeats"], scanned=args.scan_step)
             report["steps"] = steps
             report["model_flops_per_image"] = steps["flops_per_image"]
             save()

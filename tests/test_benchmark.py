@@ -12,8 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks import davidnet as davidnet_benchmark
-from benchmarks.davidnet import RUN_KEYS, SETTINGS, main
+from benchmarks.davidnet import RUN_KEYS, SCANNED, SCANNED_LABEL, SETTINGS, main
 from davidnet.hardware import one_off_compiles
 
 BATCH = 128
@@ -21,7 +20,7 @@ TINY = ["--small", "--synthetic", "--width", "0.0625", "--subset", "512", "--epo
         "--steps", "2", "--warmup-steps", "1", "--repeats", "2", "--batch-size", str(BATCH), "--target", "0.5"]
 CACHE = ["--compile-cache", os.environ.get("DAVIDNET_TEST_JAX_CACHE", "")]
 # The benchmark has no code of its own per backend (its runs are `train`'s, tested on both):
-# under `python -m tests` it runs in the JAX pass, the backend of its GPU run (benchmarks/h200.sh).
+# under `python -m tests` it runs in the JAX pass, the backend of its GPU run (benchmarks/h200.py).
 pytestmark = pytest.mark.one_backend("jax")
 
 
@@ -30,11 +29,11 @@ def bench_run(tmp_path_factory):
     """One tiny benchmark for the whole file: (exit code, the JSON, what it printed, its folder)."""
     root = tmp_path_factory.mktemp("benchmark")
     printed = io.StringIO()
-    # XLA without most of its optimisations while the benchmark runs (JAX): it compiles four
-    # train steps and two test steps, several seconds each when optimised on 2 CPU cores;
-    # the figures checked here do not depend on how fast the steps run.
+    # XLA without most of its optimisations while the benchmark runs (JAX): it compiles five
+    # train steps (one scanned) and two test steps, several seconds each when optimised on 2 CPU
+    # cores; the figures checked here do not depend on how fast the steps run.
     with contextlib.redirect_stdout(printed), one_off_compiles():
-        code = main([*TINY, *CACHE, "--out", str(root / "bench.json"), "--results-dir", str(root / "runs")])
+        code = main([*TINY, *CACHE, "--scan-step", "--out", str(root / "bench.json"), "--results-dir", str(root / "runs")])
     return code, json.loads((root / "bench.json").read_text()), printed.getvalue(), root
 
 
@@ -51,7 +50,7 @@ def test_the_json_records_machine_versions_command_config_and_data(bench_run):
     config = report["config"]
     assert (config["width"], config["batch_size"], config["epochs"], config["subset"]) == (0.0625, BATCH, 1, 512)
     assert report["benchmark"] == {"small": True, "seeds": 2, "steps": 2, "warmup_steps": 1, "repeats": 2,
-                                   "compile_cache": bool(CACHE[1])}
+                                   "compile_cache": bool(CACHE[1]), "scan_step": True}
     assert report["data"]["synthetic"] is True and report["data"]["jpeg_copy"] is False
     assert report["data"]["train_images"] == 512
     assert report["targets"]["applies"] is False and report["targets"]["met"] is None  # not an H200
@@ -67,19 +66,24 @@ def test_step_figures_are_positive_and_agree_with_each_other(bench_run):
     steps = report["steps"]
     assert steps["flops_per_image"] == flops
     assert steps["precision"] == ("mixed_bfloat16" if report["machine"]["platform"] == "gpu" else "float32")
-    assert set(steps["settings"]) == set(SETTINGS)
+    assert set(steps["settings"]) == {*SETTINGS, SCANNED}
     for name, s in steps["settings"].items():
-        assert (s["steps"], s["warmup_steps"], s["repeats"], s["batch_size"]) == (2, 1, 2, BATCH), name
+        # (d) runs the scanned loop over the 512 images: epochs of 512 // 128 = 4 steps, one compiled call each.
+        n, warmup = (4, 4) if name == SCANNED else (2, 1)
+        assert (s["steps"], s["warmup_steps"], s["repeats"], s["batch_size"]) == (n, warmup, 2, BATCH), name
         assert len(s["epoch_seconds"]) == 2 and min(s["epoch_seconds"]) > 0
         assert s["seconds"] == pytest.approx(statistics.median(s["epoch_seconds"]))
         assert s["warmup_s"] > 0 and s["first_step_s"] > 0 and s["compile_s"] >= 0
-        assert s["ms_per_step"] == pytest.approx(1000 * s["seconds"] / 2)
+        assert s["ms_per_step"] == pytest.approx(1000 * s["seconds"] / n)
         assert s["images_per_s"] == pytest.approx(BATCH / s["ms_per_step"] * 1000)
         assert s["tflops"] == pytest.approx(flops["train"] * s["images_per_s"] / 1e12)
     a, b, c = (steps["settings"][name]["ms_per_step"] for name in ("no_augmentation", "augmentation", "augmentation_and_data_path"))
     assert steps["augmentation_overhead_pct"] == pytest.approx(100 * (b - a) / a)
     assert steps["data_path_overhead_pct"] == pytest.approx(100 * (c - b) / b)
     assert steps["input_share_pct"] == pytest.approx(100 * (c - a) / c)
+    d = steps["settings"][SCANNED]["ms_per_step"]
+    assert steps["scan_vs_fit_pct"] == pytest.approx(100 * (d - c) / c)
+    assert steps["faster_loop"] == ("scan" if d < c else "fit")
 
 
 def test_runs_and_their_statistics_agree(bench_run):
@@ -109,9 +113,10 @@ def test_runs_and_their_statistics_agree(bench_run):
 def test_the_printed_tables_carry_the_json_figures(bench_run):
     _, report, printed, root = bench_run
     assert printed.startswith("small mode (width 0.0625, 512 images, 1 epochs, batch 128, 2 seeds, 1 + 2x2 steps)")
-    for name, label in SETTINGS.items():
+    for name, label in {**SETTINGS, SCANNED: SCANNED_LABEL}.items():
         row = next(line for line in printed.splitlines() if line.startswith(label))
         assert f"{report['steps']['settings'][name]['images_per_s']:,.0f}" in row
+    assert f"faster loop: {report['steps']['faster_loop']}" in printed
     accuracy = next(line for line in printed.splitlines() if line.startswith("final accuracy"))
     stats = report["stats"]["final_accuracy"]
     assert accuracy.split()[2:7] == ["2", *(f"{stats[k]:.4f}" for k in ("mean", "std", "min", "max"))]
@@ -147,6 +152,7 @@ def test_a_missing_data_folder_is_one_error_line_and_exit_2(tmp_path, capsys):
         (["--skip-steps", "--skip-training"], "leave nothing to run"),
         (["--data-dir", "."], "--synthetic and --data-dir exclude each other"),
         (["--eval-every", "-1"], "eval_every must be >= 0"),
+        (["--scan-step", "--skip-steps"], "--scan-step times the scanned loop of --loop scan"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(tmp_path, capsys, args, message):
@@ -179,26 +185,3 @@ def test_the_cycled_feed_starts_a_new_permutation_whenever_the_data_runs_out():
         reference.on_epoch_begin()
     assert seen == epochs[0] + epochs[1] + epochs[2][:1]
     assert sorted(sum(epochs[0], [])) == list(range(12)) and epochs[0] != epochs[1]
-
-
-def test_the_h200_runbook_names_real_parts_flags_and_ingredients():
-    """benchmarks/h200.sh is run only where a GPU is lent: its command lines must parse here."""
-    import re
-    import shlex
-    import subprocess
-    from pathlib import Path
-
-    from experiments import fast_ablation
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "h200.sh"
-    bad = subprocess.run(["bash", str(script), "bogus"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("usage:")
-    text = script.read_text().replace("\\\n", " ")
-    commands = re.findall(r"python3 -m (benchmarks\.davidnet|experiments\.fast_ablation) ([^|\n]*)", text)
-    assert {module for module, _ in commands} == {"benchmarks.davidnet", "experiments.fast_ablation"} and len(commands) == 5
-    for module, arguments in commands:
-        argv = [a for a in shlex.split(arguments.replace("$", "")) if not a.startswith("2>")]
-        parser = davidnet_benchmark.build_parser() if module == "benchmarks.davidnet" else fast_ablation.build_parser()
-        parser.parse_args(argv)  # an unknown flag or a bad value exits here
-    for only in re.findall(r"only=([a-z,-]+)", text):
-        assert fast_ablation.names(only)
