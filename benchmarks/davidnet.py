@@ -10,10 +10,10 @@ Two measurements, one JSON (the machine, backend, versions and every figure):
    (a) no augmentation, the same device batch every step;
    (b) augmentation on (crop, flip, cutout inside the model), the same batch;
    (c) augmentation plus the real data path (a `DeviceFeed` gather per step);
-   (d) with --scan-step (JAX): (c) in the scanned loop of `--loop scan`, one
-       compiled call per epoch of the data (its own step count).
+   (d) with --scan-step (JAX): (c) in the scanned loop of `--loop scan`, the
+       --steps steps as one compiled call.
    Each runs one epoch of --warmup-steps steps first (compilation, reported
-   apart; (d): one epoch), then --repeats timed epochs of --steps steps; each epoch's clock
+   apart; (d): one call of --steps), then --repeats timed epochs of --steps steps; each epoch's clock
    stops after the device has finished (a variable is read back), and the
    median epoch makes the figures (robust to a busy machine). On TensorFlow,
    Keras reads any PyDataset through tf.data's `from_generator`, so there
@@ -338,23 +338,36 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
     }
     if scanned:
         print(f"  {SCANNED_LABEL} ...", flush=True)
-        settings[SCANNED] = scanned_steps(config, x_train, y_train, num_classes, repeats, flops["train"])
-        d = settings[SCANNED]["ms_per_step"]
-        figures["scan_vs_fit_pct"] = 100.0 * (d - c) / c
-        figures["faster_loop"] = "scan" if d < c else "fit"
+        settings[SCANNED] = scanned_steps(config, x_train, y_train, num_classes, steps, repeats, flops["train"])
+        figures |= loop_comparison(settings)
     return figures
 
 
-def scanned_steps(config, x_train, y_train, num_classes, repeats, flops_per_image):
-    """Setting (d): the augmented model's step in `davidnet.scan`'s loop, fed
-    by a `ScanFeed` over all of `x_train` (one compiled call per epoch of
-    len(x_train) // batch steps): one epoch to compile, then `repeats` timed."""
+def scanned_steps(config, x_train, y_train, num_classes, steps, repeats, flops_per_image):
+    """Setting (d): the augmented model's step in `davidnet.scan`'s loop, `steps`
+    steps per compiled call as a `ScanFeed` item (a new permutation of `x_train`
+    each epoch): one call to compile, then `repeats` timed calls."""
     from davidnet import scan
     from pipelines.feeds import ScanFeed
 
-    feed = ScanFeed(x_train, y_train, config.batch_size, num_classes=num_classes, seed=config.seed)
+    check_scan_steps(steps, config.batch_size, len(x_train))
+    feed = ScanFeed(x_train, y_train, config.batch_size, steps_per_call=steps, num_classes=num_classes, seed=config.seed)
     model = scan.install(compiled_model(config), feed)
-    return time_steps(model, feed, feed, repeats, config.batch_size, flops_per_image, feed.steps_per_call)
+    first_call = Cycled(feed, 1)  # each epoch: the feed's first item, of a new permutation
+    return time_steps(model, first_call, first_call, repeats, config.batch_size, flops_per_image, steps)
+
+
+def check_scan_steps(steps, batch_size, images):
+    """Raises ValueError (one line) where one call of `steps` steps would need more images than there are."""
+    if steps * batch_size > images:
+        raise ValueError(f"--scan-step: {steps} steps of batch {batch_size} need {steps * batch_size} "
+                         f"training images, there are {images}: lower --steps")
+
+
+def loop_comparison(settings):
+    """{"scan_vs_fit_pct": (d - c) / c in %, "faster_loop": "scan" or "fit"} from the settings' ms/step."""
+    c, d = settings["augmentation_and_data_path"]["ms_per_step"], settings[SCANNED]["ms_per_step"]
+    return {"scan_vs_fit_pct": 100.0 * (d - c) / c, "faster_loop": "scan" if d < c else "fit"}
 
 
 # ---------------------------------------------------------------- training runs
@@ -523,6 +536,8 @@ def main(argv=None):
         return 2
     try:
         check_batch_size(sizes["batch_size"], data, sizes["subset"])
+        if args.scan_step:
+            check_scan_steps(sizes["steps"], sizes["batch_size"], data_info["train_images"])
     except ValueError as e:
         parser.error(str(e))
     try:

@@ -68,7 +68,7 @@ RUN_LOOP = re.compile(r"for run in range\((\d+)\)")
 # Toy sizes of --smoke (a CPU) and the sizes of the real call.
 SIZES = {
     "full": dict(
-        steps=["--no-small", "--batch-size", "512", "--steps", "100", "--warmup-steps", "10", "--repeats", "3"],
+        steps=["--no-small", "--batch-size", "512", "--steps", "90", "--warmup-steps", "10", "--repeats", "3"],
         fast=["--seeds", "0,1,2,3,4,5,6,7,8,9"],
         davidnet24=["--no-small", "--seeds", "3", "--epochs", "24", "--batch-size", "512"],
         epochs20=["--epochs", "20"],

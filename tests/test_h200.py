@@ -72,6 +72,9 @@ def test_every_part_is_a_command_its_tool_accepts_in_the_issues_order(tmp_path, 
     full = not smoke
     assert ("--no-small" in seen["steps"]) == full and "--scan-step" in seen["steps"]
     assert seen["steps"][seen["steps"].index("--batch-size") + 1] == ("512" if full else "128")
+    # One scanned call of --steps steps must fit in the training images (50,000; 1,024 in --smoke).
+    steps, batch = (int(seen["steps"][seen["steps"].index(flag) + 1]) for flag in ("--steps", "--batch-size"))
+    benchmark.check_scan_steps(steps, batch, 50_000 if full else 1024)
     assert seen["fast"][seen["fast"].index("--seeds") + 1] == ("0,1,2,3,4,5,6,7,8,9" if full else "0,1")
     assert seen["fast"][seen["fast"].index("--only") + 1] == ""  # the preset alone
     assert seen["davidnet24"][seen["davidnet24"].index("--seeds") + 1] == ("3" if full else "1")
