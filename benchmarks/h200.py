@@ -41,6 +41,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -94,7 +95,7 @@ class Context:
         self.sizes = SIZES["smoke" if args.smoke else "full"]
         self.data = Path(args.data)
         self.out = Path(args.out)
-        self.work = Path(args.work)
+        self.work = Path(args.work or tempfile.mkdtemp(prefix="h200-work-"))
         self.devdata = Path(args.devdata)
         self.python = sys.executable
         self.torch_python = args.torch_python or sys.executable
@@ -488,8 +489,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m benchmarks.h200", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="every part at toy size, on a CPU (the reference scripts are prepared, not run)")
     parser.add_argument("--data", required=True, help="the JPEG copy, unpacked (train/ and test/)")
-    parser.add_argument("--out", required=True, help="where the figures go (the device tool's $OUT)")
-    parser.add_argument("--work", default="/tmp/h200-work", help="run folders, the reference data, the JAX compilation cache")
+    parser.add_argument("--out", required=True, help="where the figures go (the device tool's $OUT), an empty or new folder")
+    parser.add_argument("--work", help="an empty or new folder for the run folders, the reference data and the JAX compilation cache (default: a new one in the temp folder)")
     parser.add_argument("--devdata", default=".devdata", help="the carried folder: airbench94_muon.py, cifar10_speedrun.py, references.txt")
     parser.add_argument("--torch-python", help="the Python with PyTorch for the reference parts (default: this one)")
     parser.add_argument("--budget", type=float, default=None, help="seconds for all the parts (default 500; --smoke: 1200)")
@@ -506,6 +507,9 @@ def main(argv=None):
         parser.error(f"--parts: unknown {','.join(unknown)}; expected names from {','.join(PARTS)}")
     if not (Path(args.data) / "train").is_dir():
         parser.error(f"--data {args.data}: expected the unpacked JPEG copy (train/ and test/ in it)")
+    for flag, folder in (("--out", args.out), ("--work", args.work)):
+        if folder and Path(folder).exists() and (not Path(folder).is_dir() or any(Path(folder).iterdir())):
+            parser.error(f"{flag} {folder}: expected an empty or new folder (figures of an earlier call would mix with these)")
     args.budget = args.budget or (1200.0 if args.smoke else 500.0)
     ctx = Context(args)
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -520,6 +524,7 @@ def main(argv=None):
     print("\n" + (ctx.out / "summary.md").read_text())
     for name, record in ctx.parts.items():
         print(f"{name}: {record['status']} ({record['seconds']} s)")
+    print(f"figures: {ctx.out} (summary.md, summary.json, a JSON and a log per part)")
     failed = [name for name, record in ctx.parts.items() if record["status"].startswith("failed")]
     return 1 if failed else 0
 

@@ -20,7 +20,7 @@ for needed in .devdata/cifar10-jpeg.tar.gz .devdata/airbench94_muon.py; do
   [ -e "$needed" ] || { echo "error: $needed is missing: make .devdata with bash benchmarks/devdata.sh first" >&2; exit 2; }
 done
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=2
-OUT=${OUT:-/tmp/h200-out}
+OUT=${OUT:-$(mktemp -d /tmp/h200-out-XXXXXX)}  # the device tool sets OUT to an empty folder
 DATA=/tmp/h200-cifar
 if [ "${1:-}" != --smoke ]; then  # the GPU machine has no Keras; here the pinned one is installed
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .devdata/whl/*.whl

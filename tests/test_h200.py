@@ -234,11 +234,17 @@ def test_the_run_book_refuses_bad_calls_with_one_line(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--parts", "env,gpu"], "--parts: unknown gpu"),
     (["--data", "/nowhere"], "--data /nowhere: expected the unpacked JPEG copy"),
+    (["--out", "{used}"], "--out {used}: expected an empty or new folder"),
+    (["--work", "{used}"], "--work {used}: expected an empty or new folder"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, args, message):
     (tmp_path / "data" / "train").mkdir(parents=True)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "airbench94_muon.json").write_text("{}")  # an earlier call's figures
+    args = [arg.format(used=used) for arg in args]
     argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), *args]
     with pytest.raises(SystemExit) as exit_:
         h200.main(argv)
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert exit_.value.code == 2 and message.format(used=used) in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
