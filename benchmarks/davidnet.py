@@ -284,7 +284,7 @@ def time_steps(model, warmup, timed, repeats, batch_size, flops_per_image, steps
     }
 
 
-def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, repeats=1, scanned=False):
+def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, repeats=1, scanned=False, on_setting=None):
     """The train step in the three settings (four with `scanned`; see the module docstring).
 
     Args:
@@ -294,6 +294,8 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
         steps, warmup_steps: timed and untimed steps per setting.
         repeats: timed epochs of `steps` per setting; the median counts.
         scanned: also setting (d), the scanned loop (JAX).
+        on_setting: called with the figures so far after each setting (to
+            save them: a benchmark stopped later keeps them).
 
     Returns:
         {"precision", "flops_per_image": {"forward", "train"}, "settings":
@@ -313,9 +315,12 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
     plain = compiled_model(dataclasses.replace(config, crop_padding=0, flip=False, cutout=0))
     flops = {"forward": forward_flops(plain), "train": train_flops(plain)}
     settings = {}
+    figures = {"precision": precision, "flops_per_image": flops, "settings": settings}
+    measured = on_setting or (lambda figures: None)
     print(f"  {SETTINGS['no_augmentation']} ...", flush=True)
     settings["no_augmentation"] = time_steps(
         plain, FixedBatch(images, labels, warmup_steps), FixedBatch(images, labels, steps), repeats, batch, flops["train"])
+    measured(figures)
     del plain
     # (b) and (c) share one model: the same compiled step, fed two ways.
     feed = DeviceFeed(x_train, y_train, batch, num_classes=num_classes, seed=config.seed)
@@ -323,23 +328,23 @@ def step_benchmark(config, x_train, y_train, num_classes, steps, warmup_steps, r
     print(f"  {SETTINGS['augmentation']} ...", flush=True)
     settings["augmentation"] = time_steps(
         augmented, FixedBatch(images, labels, warmup_steps), FixedBatch(images, labels, steps), repeats, batch, flops["train"])
+    measured(figures)
     print(f"  {SETTINGS['augmentation_and_data_path']} ...", flush=True)
     settings["augmentation_and_data_path"] = time_steps(
         augmented, Cycled(feed, warmup_steps), Cycled(feed, steps), repeats, batch, flops["train"])
     del augmented
     a, b, c = (settings[name]["ms_per_step"] for name in SETTINGS)
-    figures = {
-        "precision": precision,
-        "flops_per_image": flops,
-        "settings": settings,
+    figures |= {
         "augmentation_overhead_pct": 100.0 * (b - a) / a,
         "data_path_overhead_pct": 100.0 * (c - b) / b,
         "input_share_pct": 100.0 * (c - a) / c,
     }
+    measured(figures)
     if scanned:
         print(f"  {SCANNED_LABEL} ...", flush=True)
         settings[SCANNED] = scanned_steps(config, x_train, y_train, num_classes, steps, repeats, flops["train"])
         figures |= loop_comparison(settings)
+        measured(figures)
     return figures
 
 
@@ -585,11 +590,13 @@ def main(argv=None):
         if not args.skip_steps:
             print(f"train step, batch {config.batch_size}: {sizes['warmup_steps']} warm-up steps, then the median of "
                   f"{sizes['repeats']} epochs of {sizes['steps']} timed steps, per setting")
-            steps = step_benchmark(config, x_train, y_train, len(data.class_names),
-                                   sizes["steps"], sizes["warmup_steps"], sizes["repeats"], scanned=args.scan_step)
-            report["steps"] = steps
-            report["model_flops_per_image"] = steps["flops_per_image"]
-            save()
+
+            def keep_steps(figures):  # after each setting
+                report["steps"], report["model_flops_per_image"] = figures, figures["flops_per_image"]
+                save()
+
+            step_benchmark(config, x_train, y_train, len(data.class_names), sizes["steps"],
+                           sizes["warmup_steps"], sizes["repeats"], scanned=args.scan_step, on_setting=keep_steps)
             keras.backend.clear_session()
         else:
             from davidnet.flops import forward_flops, train_flops

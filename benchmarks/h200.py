@@ -9,11 +9,12 @@ this order, each in its own process and within its share of one time budget
 (--budget): a part that ends early leaves its time to the next, a part that
 runs out is stopped (SIGINT: the project's tools save what they measured),
 and a part that cannot get its minimum is skipped, so a call never overruns.
-Each part's figures land under --out as soon as it ends:
+Each part's figures are in --out as soon as it ends (in figures.tar.gz: the
+device tool returns 8 files at most):
 
   env         env.json: GPU, driver, jax.devices(), versions
   reference   the JPEG copy as the files airbench's loader reads (cifar10/train.pt, test.pt)
-  airbench    airbench94_muon.py, 5 runs: its own accuracy and time (airbench94_muon.json)
+  airbench    airbench94_muon.py, 5 runs: its own accuracy and time (airbench.json)
   steps       the DavidNet train step at batch 512, settings (a)-(d): fit and the scanned loop (steps.json)
   fast        the fast preset, seeds 0..9 (fast.json: n, mean, std, median/min/max time)
   davidnet24  DavidNet's 24 epochs, 3 seeds, in the faster loop of `steps` (davidnet24.json)
@@ -22,7 +23,9 @@ Each part's figures land under --out as soon as it ends:
 
 then summary.json and summary.md: every figure against #16's targets, and as a
 ratio to airbench94_muon's median time in the same call. parts.json says how
-each part ended. The reference scripts are measuring sticks, carried in
+each part ended. --out holds these three and figures.tar.gz (each part's JSON
+and log), rewritten after each part. A part may take its cap at most and
+leaves the minimums of the parts after it (hiverge, optional, excepted). The reference scripts are measuring sticks, carried in
 .devdata and never part of the project: they run unmodified except for their
 run count (200 in their loop), and read the JPEG copy through their own loader
 from the files `reference` writes (instead of downloading CIFAR-10).
@@ -49,6 +52,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 20  # after SIGINT, before SIGKILL
 RESERVE_S = STOP_GRACE_S + 10  # kept back from the budget: a stopped part's grace, and the summary
+OPTIONAL = {"hiverge"}  # "if time is left": no time is kept back for it
+RETURNED = ("summary.md", "summary.json", "parts.json")  # in --out beside figures.tar.gz
 
 # #16's targets, on the JPEG copy (91% there is the 94% bar).
 TARGETS = {
@@ -94,8 +99,9 @@ class Context:
         self.smoke = args.smoke
         self.sizes = SIZES["smoke" if args.smoke else "full"]
         self.data = Path(args.data)
-        self.out = Path(args.out)
+        self.returned = Path(args.out)  # what the device tool brings back: RETURNED and figures.tar.gz
         self.work = Path(args.work or tempfile.mkdtemp(prefix="h200-work-"))
+        self.out = self.work / "figures"  # each part's JSON and log
         self.devdata = Path(args.devdata)
         self.python = sys.executable
         self.torch_python = args.torch_python or sys.executable
@@ -164,7 +170,7 @@ def davidnet24_command(ctx):
 
 def epochs20_command(ctx):
     return [ctx.python, "-m", "experiments.davidnet", "--data-dir", str(ctx.data), *ctx.sizes["epochs20"],
-            "--results-dir", str(ctx.work / "epochs20")]
+            "--compile-cache", ctx.cache, "--results-dir", str(ctx.work / "epochs20")]
 
 
 def collect_reference(name):
@@ -369,8 +375,10 @@ def run_command(command, log_path, limit_s, cwd, env):
     return "completed" if process.returncode == 0 else f"failed (exit {process.returncode})"
 
 
-def run_part(name, ctx):
-    """Runs one part within its share of the budget and records how it ended in ctx.parts."""
+def run_part(name, ctx, later=()):
+    """Runs one part within its share of the budget (at most its cap; the
+    minimums of the `later` parts kept back where it can still get its own)
+    and records how it ended in ctx.parts."""
     build, cap_s, min_s, collect = PARTS[name]
     record = {"status": None, "seconds": 0.0}
     ctx.parts[name] = record
@@ -385,7 +393,8 @@ def run_part(name, ctx):
     if isinstance(command, str):
         record["status"] = f"skipped: {command}"
         return record
-    limit = min(cap_s, ctx.left_s())
+    kept = sum(PARTS[other][2] for other in later if other not in OPTIONAL)
+    limit = min(cap_s, ctx.left_s(), max(min_s, ctx.left_s() - kept))
     record |= {"command": command, "limit_s": round(limit, 1)}
     print(f"\n=== {name} (at most {limit:.0f} s): {' '.join(command)}", flush=True)
     log = ctx.out / f"{name}.log"
@@ -432,11 +441,12 @@ def summarise(out):
         if ref and ref["n"]:
             row(f"{name}: {ref['n']} runs, mean accuracy (TTA) / median time", [ref["mean_accuracy"], ref["median_time_s"]],
                 None, None, ref["median_time_s"])
-    if steps and steps.get("steps"):
+    if steps and steps.get("steps"):  # its settings so far, where it was stopped
         settings = steps["steps"]["settings"]
-        images = settings["augmentation"]["images_per_s"]
-        row(f"DavidNet train step, batch {steps['config']['batch_size']}, augmentation on: images/s (fit)", images,
-            TARGETS["step_images_per_s"], images >= TARGETS["step_images_per_s"])
+        if "augmentation" in settings:
+            images = settings["augmentation"]["images_per_s"]
+            row(f"DavidNet train step, batch {steps['config']['batch_size']}, augmentation on: images/s (fit)", images,
+                TARGETS["step_images_per_s"], images >= TARGETS["step_images_per_s"])
         for key, setting in settings.items():
             row(f"  step setting {key}: ms/step", setting["ms_per_step"], None, None)
         if "faster_loop" in steps["steps"]:
@@ -498,6 +508,21 @@ def build_parser():
     return parser
 
 
+def publish(ctx):
+    """Copies RETURNED and packs every figure and log into figures.tar.gz in
+    --out, each replaced whole (a call cut short returns the last complete set)."""
+    import tarfile
+
+    for name in RETURNED:
+        if (ctx.out / name).exists():
+            shutil.copy(ctx.out / name, ctx.returned / f".{name}.tmp")
+            os.replace(ctx.returned / f".{name}.tmp", ctx.returned / name)
+    partial = ctx.returned / ".figures.tar.gz.tmp"
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(ctx.out, arcname="figures")
+    os.replace(partial, ctx.returned / "figures.tar.gz")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -512,19 +537,21 @@ def main(argv=None):
             parser.error(f"{flag} {folder}: expected an empty or new folder (figures of an earlier call would mix with these)")
     args.budget = args.budget or (1200.0 if args.smoke else 500.0)
     ctx = Context(args)
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    (ctx.work / "reference").mkdir(parents=True, exist_ok=True)
+    for folder in (ctx.returned, ctx.out, ctx.work / "reference"):
+        folder.mkdir(parents=True, exist_ok=True)
     began = time.time()
-    for name in PARTS:
-        if name in names:
-            run_part(name, ctx)
-            write_json(ctx.out / "parts.json", {"smoke": ctx.smoke, "budget_s": args.budget,
-                                                "elapsed_s": round(time.time() - began, 1), "parts": ctx.parts})
+    order = [name for name in PARTS if name in names]
+    for index, name in enumerate(order):
+        run_part(name, ctx, later=order[index + 1:])
+        write_json(ctx.out / "parts.json", {"smoke": ctx.smoke, "budget_s": args.budget,
+                                            "elapsed_s": round(time.time() - began, 1), "parts": ctx.parts})
+        publish(ctx)
     summarise(ctx.out)
+    publish(ctx)
     print("\n" + (ctx.out / "summary.md").read_text())
     for name, record in ctx.parts.items():
         print(f"{name}: {record['status']} ({record['seconds']} s)")
-    print(f"figures: {ctx.out} (summary.md, summary.json, a JSON and a log per part)")
+    print(f"figures: {ctx.returned} (summary.md, summary.json, parts.json; each part's JSON and log in figures.tar.gz)")
     failed = [name for name, record in ctx.parts.items() if record["status"].startswith("failed")]
     return 1 if failed else 0
 

@@ -141,6 +141,28 @@ def test_the_scanned_setting_times_its_steps_in_one_compiled_call_each():
         davidnet_benchmark.scanned_steps(config, data.x_train, data.y_train, 10, 3, 1, 1e9)
 
 
+def test_a_benchmark_stopped_after_a_setting_keeps_its_figures(tmp_path, monkeypatch):
+    """Each setting is saved as it is measured: Ctrl-C (or the run book's time limit) in (b) keeps (a)."""
+    real = davidnet_benchmark.time_steps
+    calls = []
+
+    def stopped_in_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(davidnet_benchmark, "time_steps", stopped_in_the_second)
+    out = tmp_path / "b.json"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), one_off_compiles():
+        code = main(["--small", "--synthetic", "--width", "0.0625", "--subset", "64", "--batch-size", "32", "--steps", "1",
+                     "--warmup-steps", "1", "--repeats", "1", "--skip-training", *CACHE, "--out", str(out)])
+    assert code == 130
+    steps = json.loads(out.read_text())["steps"]
+    assert list(steps["settings"]) == ["no_augmentation"] and steps["settings"]["no_augmentation"]["ms_per_step"] > 0
+    assert "input_share_pct" not in steps  # the overheads need (a) to (c)
+
+
 def test_the_loop_comparison_and_its_row_follow_the_ms_per_step():
     row = {"ms_per_step": 5.0, "images_per_s": 102_400.0, "tflops": 233.0, "compile_s": 9.0}
     settings = {name: dict(row) for name in (*SETTINGS, SCANNED)}
