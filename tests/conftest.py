@@ -70,8 +70,9 @@ def host_kernel_init():
 
 # What makes a test slow here: it trains (train, fit, a study's main, the CLI)
 # or starts another Python. Read from the test's source and its fixtures', so
-# that a new test is marked without anyone remembering to.
-_SLOW_CALLS = re.compile(r"\b(train|train_in_fresh_session|run_cli|run_main|run_python|start_cli|main|fit|run_notebook|run_data_parallel_script|launch_cli|start_processes|srun)\(|subprocess\.|\.fit\(")
+# that a new test is marked without anyone remembering to. The GPU run book's
+# run_part starts processes; the benchmark's scanned_steps trains.
+_SLOW_CALLS = re.compile(r"\b(train|train_in_fresh_session|run_cli|run_main|run_python|start_cli|main|fit|run_notebook|run_data_parallel_script|launch_cli|start_processes|srun|run_part|scanned_steps)\(|subprocess\.|\.fit\(")
 
 
 def _slow(function):
