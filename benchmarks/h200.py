@@ -24,11 +24,13 @@ device tool returns 8 files at most):
 then summary.json and summary.md: every figure against #16's targets, and as a
 ratio to airbench94_muon's median time in the same call. parts.json says how
 each part ended. --out holds these three and figures.tar.gz (each part's JSON
-and log), rewritten after each part. A part may take its cap at most and
-leaves the minimums of the parts after it (hiverge, optional, excepted). The reference scripts are measuring sticks, carried in
-.devdata and never part of the project: they run unmodified except for their
-run count (200 in their loop), and read the JPEG copy through their own loader
-from the files `reference` writes (instead of downloading CIFAR-10).
+and log), rewritten after each part. A part takes its cap at most and leaves
+the minimums of the parts after it (hiverge, optional, excepted).
+
+The reference scripts are measuring sticks, carried in .devdata and never part
+of the project: they run unmodified except for their run count (200 in their
+loop), and read the JPEG copy through their own loader from the files
+`reference` writes (instead of downloading CIFAR-10).
 
 --smoke runs every part at toy size (a subset of the JPEG copy, tiny widths,
 one or two seeds) on a CPU; the reference scripts need CUDA, so there their
