@@ -179,8 +179,8 @@ def collect_reference(name):
     def collect(ctx, log):
         runs = parse_reference_log(log.read_text(errors="replace"))
         spec = REFERENCES[name]
-        commit = (ctx.devdata / "references.txt")
-        commits = dict(line.split()[:2] for line in commit.read_text().splitlines() if len(line.split()) >= 2) if commit.exists() else {}
+        listed = ctx.devdata / "references.txt"  # "<script> <commit>" per line, from devdata.sh
+        commits = dict(line.split()[:2] for line in listed.read_text().splitlines() if len(line.split()) >= 2) if listed.exists() else {}
         write_json(ctx.out / f"{name}.json", {
             "script": spec["script"], "repository": spec["repo"], "commit": commits.get(spec["script"]),
             "change": f"run count {spec['runs']} instead of 200; data from the JPEG copy through its own loader",
@@ -325,11 +325,15 @@ def parse_reference_log(text):
 
 
 def accuracy_time_stats(accuracies, times):
-    """n, mean and std of the accuracies, median, min and max of the times (airbench's way of stating them)."""
+    """n, mean and std of the accuracies, median, min and max of the times (airbench's way
+    of stating them; mean and std as the fast preset's study table computes them)."""
+    from davidnet.study_runs import mean_std
+
+    mean, std = mean_std(accuracies)
     return {
         "n": len(accuracies),
-        "mean_accuracy": statistics.fmean(accuracies) if accuracies else None,
-        "std_accuracy": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+        "mean_accuracy": mean,
+        "std_accuracy": std,
         "median_time_s": statistics.median(times) if times else None,
         "min_time_s": min(times, default=None),
         "max_time_s": max(times, default=None),
